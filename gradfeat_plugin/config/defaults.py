@@ -1,0 +1,83 @@
+"""The one defaults tree every run starts from (fvcore ``CfgNode``)."""
+
+from __future__ import annotations
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+_C.MODEL = CfgNode()
+# A model spec: timm:NAME, torchvision:NAME, zoo:NAME or an entry-point name.
+_C.MODEL.SPEC = "zoo:rotation_mnist5k"
+# pretrained, random, or a local path / URL of a checkpoint.
+_C.MODEL.WEIGHTS = "pretrained"
+# θ2 module names; empty means the backbone family's default.
+_C.MODEL.SPLIT = []
+_C.MODEL.FOLD_BN = True
+_C.MODEL.NTK = True
+_C.MODEL.ENGINE = "auto"
+
+_C.DATA = CfgNode()
+_C.DATA.DATASET = "mnist5k"
+# Root folder of torchvision datasets, image folders and VOCdevkit.
+_C.DATA.DATA_DIR = ""
+# Fraction of training labels kept (stratified, seeded) for low-shot evaluation.
+_C.DATA.LABEL_FRACTION = 1.0
+# Augmentation is off for the linear-model protocols, as in the paper, so that
+# frozen θ1 outputs can be cached.
+_C.DATA.AUGMENT = False
+_C.DATA.NUM_WORKERS = 0
+
+_C.TRAIN = CfgNode()
+_C.TRAIN.EPOCHS = 10
+_C.TRAIN.BATCH_SIZE = 64
+_C.TRAIN.SEED = 0
+# adam or sgd; the paper trains every linear model with Adam.
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.LR = 1e-3
+# Scale the learning rate by batch_size * world_size / 256, as lightly does.
+_C.TRAIN.SCALE_LR = False
+# The learning rate is multiplied by LR_DECAY every LR_DECAY_EVERY of training.
+_C.TRAIN.LR_DECAY = 0.5
+_C.TRAIN.LR_DECAY_EVERY = 0.25
+# Reuse θ1's outputs across epochs (only without augmentation).
+_C.TRAIN.CACHE_FEATURES = True
+
+_C.ADAM = CfgNode()
+_C.ADAM.BETAS = (0.5, 0.999)
+_C.ADAM.WEIGHT_DECAY = 1e-6
+
+_C.SGD = CfgNode()
+_C.SGD.MOMENTUM = 0.9
+_C.SGD.WEIGHT_DECAY = 5e-5
+
+_C.FINETUNE = CfgNode()
+# Train the whole network instead of θ2 and the head.
+_C.FINETUNE.WHOLE_NETWORK = False
+# Optimisers tried; the best validation metric is reported, as in the paper.
+_C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
+
+_C.KNN = CfgNode()
+_C.KNN.K = 20
+_C.KNN.TEMPERATURE = 0.1
+
+_C.TRAINER = CfgNode()
+_C.TRAINER.ACCELERATOR = "auto"
+_C.TRAINER.DEVICES = 1
+_C.TRAINER.NUM_NODES = 1
+_C.TRAINER.STRATEGY = "auto"
+_C.TRAINER.PRECISION = "32-true"
+
+_C.RESULTS = CfgNode()
+# SQLite results store; empty means the default documented in the README.
+_C.RESULTS.PATH = ""
+
+
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the defaults.
+
+    >>> cfg = get_cfg()
+    >>> cfg.TRAIN.LR
+    0.001
+    """
+    return _C.clone()

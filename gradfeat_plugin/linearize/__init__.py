@@ -1,0 +1,21 @@
+"""The linearisation engine: θ2 resolution, BN folding, NTK scaling, JVP engines."""
+
+from ._engines import ENGINES, get_engine
+from ._fold import fold_batchnorm
+from ._graph import SplitForward, split_forward
+from ._ntk import ntk_scales
+from ._split import default_split, resolve_split
+from .backbone import LinearizedBackbone, linearize
+
+__all__ = [
+    "ENGINES",
+    "LinearizedBackbone",
+    "SplitForward",
+    "default_split",
+    "fold_batchnorm",
+    "get_engine",
+    "linearize",
+    "ntk_scales",
+    "resolve_split",
+    "split_forward",
+]

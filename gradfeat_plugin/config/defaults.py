@@ -42,6 +42,10 @@ _C.TRAIN.LR_DECAY = 0.5
 _C.TRAIN.LR_DECAY_EVERY = 0.25
 # Reuse θ1's outputs across epochs (only without augmentation).
 _C.TRAIN.CACHE_FEATURES = True
+# Batch size of the one pass that computes and stores θ1's outputs.
+_C.TRAIN.CACHE_BATCH_SIZE = 256
+# Validate every N epochs; 0 validates once, after the last epoch.
+_C.TRAIN.VAL_EVERY_N_EPOCHS = 0
 
 _C.ADAM = CfgNode()
 _C.ADAM.BETAS = (0.5, 0.999)
@@ -60,6 +64,8 @@ _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
 _C.KNN = CfgNode()
 _C.KNN.K = 20
 _C.KNN.TEMPERATURE = 0.1
+# L2-normalise features before the neighbour search, as lightly does.
+_C.KNN.NORMALIZE = True
 
 _C.TRAINER = CfgNode()
 _C.TRAINER.ACCELERATOR = "auto"

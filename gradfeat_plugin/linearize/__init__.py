@@ -4,6 +4,7 @@ from ._engines import ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import SplitForward, split_forward
 from ._ntk import ntk_scales
+from ._reinit import reinitialize
 from ._split import default_split, resolve_split
 from .backbone import LinearizedBackbone, linearize
 
@@ -16,6 +17,7 @@ __all__ = [
     "get_engine",
     "linearize",
     "ntk_scales",
+    "reinitialize",
     "resolve_split",
     "split_forward",
 ]

@@ -83,3 +83,21 @@ def test_untraceable_model_falls_back_to_full_forward():
     assert not lin.traced and lin.split == ["top"]
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     assert torch.allclose(lin.features(x)[0], model(x))
+
+
+@pytest.mark.parametrize("part", ["theta1", "theta2"])
+def test_reinitialize_touches_only_its_part(part):
+    from gradfeat_plugin.linearize import reinitialize
+
+    model = build("torchvision_resnet18")
+    fresh = reinitialize(model, ["layer4.1"], part, seed=3)
+    old = dict(model.named_parameters())
+    for name, p in fresh.named_parameters():
+        in_theta2 = name.startswith("layer4.1.")
+        changed = not torch.equal(p, old[name])
+        if in_theta2 == (part == "theta2") and not name.endswith("bias"):
+            assert changed, name
+        elif in_theta2 != (part == "theta2"):
+            assert not changed, name
+    again = reinitialize(model, ["layer4.1"], part, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), again.parameters()))

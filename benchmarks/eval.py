@@ -1,0 +1,103 @@
+"""Score a pretrained backbone with gradfeat and its baselines; store and show the results.
+
+    python benchmarks/eval.py --protocol all                     # embedded default
+    python benchmarks/eval.py --protocol gradfeat --model timm:resnet18 --weights random
+
+User errors (unknown names, missing files, bad checkpoints or configs) print one
+``error:`` line and exit with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gradfeat_plugin.cli import main_guard
+from gradfeat_plugin.config import load_config
+from gradfeat_plugin.evaluate import evaluate
+from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
+
+PROTOCOL_CHOICES = ["linear", "grad", "gradfeat", "finetune", "knn", "all"]
+
+# Command-line flags and the config keys they set.
+FLAG_KEYS = {
+    "model": "MODEL.SPEC",
+    "weights": "MODEL.WEIGHTS",
+    "split": "MODEL.SPLIT",
+    "dataset": "DATA.DATASET",
+    "data_dir": "DATA.DATA_DIR",
+    "label_fraction": "DATA.LABEL_FRACTION",
+    "epochs": "TRAIN.EPOCHS",
+    "batch_size": "TRAIN.BATCH_SIZE",
+    "seed": "TRAIN.SEED",
+    "devices": "TRAINER.DEVICES",
+    "num_nodes": "TRAINER.NUM_NODES",
+    "accelerator": "TRAINER.ACCELERATOR",
+    "precision": "TRAINER.PRECISION",
+    "strategy": "TRAINER.STRATEGY",
+    "results": "RESULTS.PATH",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", default="all", choices=PROTOCOL_CHOICES)
+    p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
+    p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")
+    p.add_argument("--split", nargs="+", help="θ2 module name(s); default: the family's top block")
+    p.add_argument("--dataset", help="dataset name (see --list-datasets)")
+    p.add_argument("--data-dir", help="root folder of downloaded datasets")
+    p.add_argument("--label-fraction", type=float, help="fraction of training labels kept")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--results", help="SQLite results store (default: $GRADFEAT_RESULTS "
+                   "or ./gradfeat_results.db)")
+    p.add_argument("--devices", type=int)
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--accelerator", help="cpu, gpu or auto")
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
+    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
+    p.add_argument("--config", help="YAML config (a path, or a name in configs/)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--list-models", nargs="?", const="*", metavar="PATTERN")
+    p.add_argument("--list-protocols", action="store_true")
+    p.add_argument("--list-datasets", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_models or args.list_protocols or args.list_datasets:
+        from gradfeat_plugin import list_backbones, list_datasets, list_protocols
+
+        if args.list_models:
+            print("\n".join(list_backbones(args.list_models)))
+        if args.list_protocols:
+            print("\n".join(list_protocols()))
+        if args.list_datasets:
+            print("\n".join(list_datasets()))
+        return 0
+    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    cfg = load_config(args.config, args.opts, overrides)
+    results_path = cfg.RESULTS.PATH or default_results_path()
+    run = evaluate(cfg, [args.protocol], results_path, progress=not args.no_progress)
+    if run.run_id is None:
+        return 0
+    print(f"\nrun {run.run_id}: {cfg.MODEL.SPEC} on {cfg.DATA.DATASET}")
+    print(f"{'protocol':<10}{'metric':<10}{'value':>8}{'wall s':>9}{'trainable':>12}")
+    for r in run.results:
+        print(f"{r.protocol:<10}{r.metric:<10}{100 * r.value:>8.2f}{r.wall_time_s:>9.1f}"
+              f"{r.trainable_params:>12,}")
+    print(f"\n{len(run.records)} results written to {results_path} "
+          f"(config: {run.config_path})\n")
+    records = ResultsStore(results_path).records(
+        dataset=run.records[0]["dataset"]
+    )
+    print(render(leaderboard_table(records), "md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))

@@ -1,0 +1,27 @@
+"""What every command-line script shares: user errors become one line and status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .errors import GradfeatError
+
+
+def main_guard(main: Callable[[], int]) -> int:
+    """Run a script's ``main``; a :class:`GradfeatError` prints ``error: ...`` and gives 2.
+
+    Args:
+        main: The script's entry function, returning its exit status.
+
+    Returns:
+        The exit status for ``sys.exit``.
+    """
+    try:
+        return main()
+    except GradfeatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130

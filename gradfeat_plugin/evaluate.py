@@ -1,0 +1,132 @@
+"""One evaluation run: backbone + dataset + protocols -> rows in the results store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from fvcore.common.config import CfgNode
+
+from .backbones import Backbone, create_backbone
+from .data import DatasetSplits, get_dataset
+from .errors import GradfeatError
+from .linearize import resolve_split
+from .protocols import ProtocolResult, list_protocols, run_protocols
+from .results import ResultsStore, config_hash, count_flops, package_versions
+
+PAPER_ORDER = ("linear", "grad", "gradfeat", "finetune", "knn")
+
+
+@dataclass
+class EvalRun:
+    """What one run produced.
+
+    Attributes:
+        run_id: The results-store id (``None`` on non-zero ranks, which write nothing).
+        results: One :class:`ProtocolResult` per protocol.
+        records: The rows written to the store.
+        config_path: Where the merged config was saved.
+    """
+
+    run_id: str | None
+    results: list[ProtocolResult]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    config_path: str | None = None
+
+
+def expand_protocols(names: list[str]) -> list[str]:
+    """Resolve ``all`` and check every name against the protocol registry."""
+    known = list_protocols()
+    expanded: list[str] = []
+    for name in names:
+        for item in PAPER_ORDER if name == "all" else (name,):
+            if item not in known:
+                raise GradfeatError(
+                    f"unknown protocol {item!r}; known: all, {', '.join(known)}"
+                )
+            if item not in expanded:
+                expanded.append(item)
+    return expanded
+
+
+def _check_results_path(path: str) -> None:
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise GradfeatError(f"results folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise GradfeatError(f"results folder {parent} is not writable")
+
+
+def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
+    """The backbone (with the configured θ2) and the dataset a config names."""
+    backbone = create_backbone(cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS)
+    if cfg.MODEL.SPLIT:
+        try:
+            backbone.split = resolve_split(backbone.model, list(cfg.MODEL.SPLIT))
+        except ValueError as exc:
+            raise GradfeatError(str(exc)) from None
+    data = get_dataset(
+        cfg.DATA.DATASET,
+        input_size=tuple(backbone.input_size),
+        mean=tuple(backbone.mean),
+        std=tuple(backbone.std),
+        data_dir=cfg.DATA.DATA_DIR,
+        label_fraction=cfg.DATA.LABEL_FRACTION,
+        seed=cfg.TRAIN.SEED,
+        augment=cfg.DATA.AUGMENT,
+    )
+    return backbone, data
+
+
+def evaluate(
+    cfg: CfgNode, protocols: list[str], results_path: str, progress: bool = True
+) -> EvalRun:
+    """Run the protocols a config asks for and store one row per protocol.
+
+    Everything that can be checked is checked before training starts, and rows are
+    written in one transaction after every protocol finished: a failed or
+    interrupted run leaves nothing behind.
+
+    Args:
+        cfg: The frozen, merged config.
+        protocols: Protocol names, ``all`` allowed.
+        results_path: The SQLite results store.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`EvalRun`.
+    """
+    names = expand_protocols(protocols)
+    _check_results_path(results_path)
+    backbone, data = load_inputs(cfg)
+    pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
+    results = run_protocols(names, backbone, data, cfg, progress=progress)
+    if not results:
+        return EvalRun(run_id=None, results=[])
+    flops, params = count_flops(backbone.model, tuple(backbone.input_size))
+    common = {
+        "model": backbone.spec,
+        "weights": backbone.weights,
+        "split": ",".join(backbone.split),
+        "dataset": data.name,
+        "flops": flops,
+        "params": params,
+        "versions": package_versions(),
+        "config_hash": config_hash(cfg.dump()),
+        "config": cfg.dump(),
+    }
+    records = []
+    for result in results:
+        row = asdict(result)
+        row.update(common)
+        records.append(row)
+    store = ResultsStore(results_path)
+    run_id = store.add_run(records)
+    config_dir = Path(results_path).resolve().parent / "runs"
+    config_dir.mkdir(exist_ok=True)
+    config_path = config_dir / f"{run_id}.yaml"
+    config_path.write_text(cfg.dump())
+    return EvalRun(run_id, results, records, str(config_path))

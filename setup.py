@@ -34,6 +34,11 @@ setup(
         "gradfeat_plugin.backbones": [
             "bigan_encoder = gradfeat_plugin.backbones.bigan:bigan_encoder",
         ],
+        "gradfeat_plugin.backbone_sources": [
+            "timm = gradfeat_plugin.backbones.sources:TimmSource",
+            "torchvision = gradfeat_plugin.backbones.sources:TorchvisionSource",
+            "zoo = gradfeat_plugin.backbones.sources:ZooSource",
+        ],
         "gradfeat_plugin.protocols": [
             "linear = gradfeat_plugin.protocols.linear:LinearProtocol",
             "grad = gradfeat_plugin.protocols.gradient:GradProtocol",

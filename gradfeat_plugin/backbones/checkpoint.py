@@ -1,0 +1,242 @@
+"""Checkpoint loading: ``weights_only`` unpickling, prefix remapping, key reports."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import torch
+from iopath.common.file_io import HTTPURLHandler, PathManager, get_cache_dir
+from torch import nn
+
+from ..errors import GradfeatError
+from . import _offline
+
+# Wrappers whose attribute names prefix the backbone's keys: DDP (``module.``),
+# lightly/Lightning modules (``backbone.``, ``model.``) and encoders of SSL methods.
+REMAPPED_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+# Dict keys under which Lightning, timm and most training scripts nest the weights.
+NESTED_STATE_DICT_KEYS = ("state_dict", "model")
+_URL_SCHEMES = ("http", "https", "ftp")
+
+path_manager = PathManager()
+path_manager.register_handler(HTTPURLHandler())
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did.
+
+    Args:
+        path: The checkpoint's path or URL.
+        prefix: The key prefix that was stripped (``""`` for none).
+        loaded: Model keys that received a tensor.
+        missing: Model keys the checkpoint lacks (left as they were).
+        unexpected: Checkpoint keys that fit no model key (ignored).
+    """
+
+    path: str
+    prefix: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def _is_url(path: str) -> bool:
+    return urlparse(path).scheme in _URL_SCHEMES
+
+
+def _local_copy(path_or_url: str) -> str:
+    if _is_url(path_or_url):
+        parsed = urlparse(path_or_url)
+        # Where iopath's HTTPURLHandler caches this URL.
+        cached = os.path.join(
+            get_cache_dir(),
+            os.path.dirname(parsed.path.lstrip("/")),
+            path_or_url.split("/")[-1],
+        )
+        if not os.path.isfile(cached) and not _offline.host_reachable(path_or_url):
+            raise GradfeatError(
+                f"cannot download checkpoint {path_or_url}: host unreachable; "
+                "download it elsewhere and pass --weights PATH"
+            )
+        try:
+            return path_manager.get_local_path(path_or_url)
+        except OSError as e:
+            raise GradfeatError(
+                f"cannot download checkpoint {path_or_url} ({e}); "
+                "download it elsewhere and pass --weights PATH"
+            ) from e
+    local = path_manager.get_local_path(path_or_url)
+    if not os.path.isfile(local):
+        raise GradfeatError(
+            f"checkpoint not found: {path_or_url}; pass an existing file or URL with "
+            "--weights, or --weights random / --weights pretrained"
+        )
+    return local
+
+
+def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, unpickled with ``weights_only=True``.
+
+    Nested ``state_dict`` / ``model`` entries (Lightning, timm) are unwrapped;
+    non-tensor entries are dropped.
+
+    Args:
+        path_or_url: A local path or an http(s)/ftp URL (cached by iopath).
+
+    Raises:
+        GradfeatError: Missing, unreadable, corrupt or truncated file, or a pickle
+            that would run code (it is refused before any code runs).
+    """
+    local = _local_copy(path_or_url)
+    try:
+        with path_manager.open(local, "rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only names the blocked callable as a GLOBAL; other unpickling
+        # errors mean the bytes are not a valid pickle.
+        if re.search(r"\bglobal\b", str(e), re.IGNORECASE):
+            raise GradfeatError(
+                f"refusing checkpoint {path_or_url}: its pickle references code "
+                "outside plain tensors and containers, which could run on loading; "
+                "re-save it as a plain state_dict of tensors"
+            ) from e
+        raise _corrupt(path_or_url, e) from e
+    # Damaged bytes surface as many exception types (zip, struct, EOF, unicode).
+    except Exception as e:
+        raise _corrupt(path_or_url, e) from e
+    return _unwrap(obj, path_or_url)
+
+
+def _corrupt(path_or_url: str, error: Exception) -> GradfeatError:
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return GradfeatError(
+        f"checkpoint {path_or_url} is corrupt or truncated ({first_line}); "
+        "re-download or re-save it"
+    )
+
+
+def _unwrap(obj: Any, path_or_url: str) -> dict[str, torch.Tensor]:
+    while isinstance(obj, Mapping):
+        nested = next(
+            (obj[k] for k in NESTED_STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)),
+            None,
+        )
+        if nested is None:
+            break
+        obj = nested
+    if not isinstance(obj, Mapping):
+        raise GradfeatError(
+            f"checkpoint {path_or_url} holds a {type(obj).__name__}, not a state_dict; "
+            "save model.state_dict() instead"
+        )
+    tensors = {
+        k: v for k, v in obj.items() if isinstance(k, str) and torch.is_tensor(v)
+    }
+    if not tensors:
+        raise GradfeatError(f"checkpoint {path_or_url} contains no tensors")
+    return tensors
+
+
+def _candidate_prefixes(key: str) -> list[str]:
+    prefixes = [""]
+    rest = key
+    while True:
+        head = next((p for p in REMAPPED_PREFIXES if rest.startswith(p)), None)
+        if head is None:
+            return prefixes
+        rest = rest[len(head):]
+        prefixes.append(prefixes[-1] + head)
+
+
+def remap_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model_keys: set[str]
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """Strip the wrapper prefix that makes the most checkpoint keys fit the model.
+
+    Prefixes are chains of ``module.``, ``backbone.``, ``model.``, ``encoder.``
+    (e.g. ``module.backbone.``); keys without the chosen prefix are dropped.
+
+    Args:
+        state_dict: Checkpoint tensors.
+        model_keys: The keys of the target model's ``state_dict``.
+
+    Returns:
+        The stripped prefix and the remapped tensors whose keys the model has.
+
+    >>> import torch
+    >>> remap_state_dict({"module.fc.weight": torch.ones(1)}, {"fc.weight"})[0]
+    'module.'
+    """
+    candidates = {p for key in state_dict for p in _candidate_prefixes(key)}
+
+    def fitting(prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            k[len(prefix):]: v
+            for k, v in state_dict.items()
+            if k.startswith(prefix) and k[len(prefix):] in model_keys
+        }
+
+    best = max(sorted(candidates, key=len), key=lambda p: len(fitting(p)))
+    return best, fitting(best)
+
+
+def load_checkpoint(model: nn.Module, path_or_url: str) -> LoadReport:
+    """Load a checkpoint from lightly, Lightning, DDP, timm or a plain state_dict.
+
+    The file is read through iopath (URLs are cached) and unpickled with
+    ``torch.load(..., weights_only=True)``; wrapper prefixes are remapped (see
+    :func:`remap_state_dict`). Missing and unexpected keys are warned about and
+    returned.
+
+    Args:
+        model: The backbone to load into (in place).
+        path_or_url: A local path or URL.
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        GradfeatError: Unreadable, unsafe or corrupt file, no key fits the model,
+            or a tensor's shape differs from the model's.
+    """
+    state_dict = read_state_dict(path_or_url)
+    target = model.state_dict()
+    prefix, remapped = remap_state_dict(state_dict, set(target))
+    if not remapped:
+        raise GradfeatError(
+            f"no tensor in checkpoint {path_or_url} fits {type(model).__name__} "
+            f"(checkpoint keys start {sorted(state_dict)[:3]}, model keys "
+            f"{list(target)[:3]}); check the --model spec"
+        )
+    for key, value in remapped.items():
+        if value.shape != target[key].shape:
+            raise GradfeatError(
+                f"checkpoint {path_or_url} does not fit the model: {key} has shape "
+                f"{tuple(value.shape)}, the model {tuple(target[key].shape)}"
+            )
+    model.load_state_dict(remapped, strict=False)
+    report = LoadReport(
+        path=path_or_url,
+        prefix=prefix,
+        loaded=sorted(remapped),
+        missing=sorted(set(target) - set(remapped)),
+        unexpected=sorted(
+            k for k in state_dict
+            if not (k.startswith(prefix) and k[len(prefix):] in remapped)
+        ),
+    )
+    if report.missing or report.unexpected:
+        warnings.warn(
+            f"checkpoint {path_or_url}: {len(report.missing)} missing keys "
+            f"{report.missing[:5]}, {len(report.unexpected)} unexpected keys "
+            f"{report.unexpected[:5]}",
+            stacklevel=2,
+        )
+    return report

@@ -1,0 +1,84 @@
+"""The ``benchmarks/leaderboard.py`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..errors import GradfeatError
+from .leaderboard import FORMATS, leaderboard_table, render
+from .plot import plot_leaderboard
+from .store import RESULTS_ENV_VAR, ResultsStore, default_results_path
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports bad arguments as a :class:`GradfeatError` (one ``error:`` line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise GradfeatError(f"{message}; see --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The leaderboard's argument parser."""
+    parser = _ArgumentParser(
+        prog="leaderboard.py",
+        description="Print the leaderboard of a gradfeat results database.",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help=f"SQLite results database (default: ${RESULTS_ENV_VAR} if set, else "
+        f"./gradfeat_results.db)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output format")
+    parser.add_argument(
+        "--plot", default=None, metavar="PNG", help="also save a grouped bar chart"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="FILE", help="write the table here, not stdout"
+    )
+    return parser
+
+
+def leaderboard_main(argv: Sequence[str] | None = None) -> int:
+    """Run the leaderboard command; user errors print one ``error:`` line.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit status: 0, or 2 after a user error (nothing is written then).
+    """
+    try:
+        _leaderboard(build_parser().parse_args(argv))
+    except GradfeatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> None:
+    store = ResultsStore(args.results or default_results_path(), create=False)
+    records = store.records()
+    if not records:
+        raise GradfeatError(
+            f"{store.path} holds no results yet; run benchmarks/eval.py first"
+        )
+    for target in (args.out, args.plot):
+        folder = os.path.dirname(os.path.abspath(target)) if target else None
+        if folder and not os.path.isdir(folder):
+            raise GradfeatError(
+                f"folder {folder} does not exist; create it or pick another path"
+            )
+    table = leaderboard_table(records)
+    text = render(table, args.format)
+    if args.plot:
+        plot_leaderboard(table, args.plot)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)

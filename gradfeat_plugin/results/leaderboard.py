@@ -1,0 +1,316 @@
+"""Leaderboard tables built from stored results: one row per (model, dataset)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Union
+
+#: The paper's column order; other protocols follow in alphabetical order.
+PROTOCOL_ORDER = ("linear", "grad", "gradfeat", "finetune", "knn")
+#: Output formats of :func:`render`.
+FORMATS = ("md", "csv", "html", "json")
+GAIN_COLUMN = "gain recovered (%)"
+#: Cost columns, after the gain, and how each shows its number.
+COST_FORMATS = {
+    "wall time (s)": "{:.1f}",
+    "peak memory (MiB)": "{:.0f}",
+    "GFLOPs": "{:.3g}",
+    "params (M)": "{:.3g}",
+}
+#: Fields of each record in the ``json`` format.
+JSON_FIELDS = (
+    "model",
+    "label",
+    "weights",
+    "split",
+    "dataset",
+    "protocol",
+    "metric",
+    "value",
+    "seed",
+    "epochs",
+    "wall_time_s",
+    "peak_memory_bytes",
+    "flops",
+    "params",
+    "trainable_params",
+    "run_id",
+    "timestamp",
+    "config_hash",
+    "versions",
+)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over seeds, in percent.
+
+    Args:
+        mean: Mean over seeds.
+        std: Sample standard deviation over seeds; ``None`` with one seed.
+        n: Number of seeds.
+    """
+
+    mean: float
+    std: float | None
+    n: int
+
+    def __str__(self) -> str:
+        if self.std is None:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+Cell = Union[Stat, float, int, str, None]
+
+
+class RowKey(NamedTuple):
+    """What tells leaderboard rows apart."""
+
+    model: str
+    weights: str
+    split: str
+    dataset: str
+    metric: str
+
+
+@dataclass
+class Table:
+    """A leaderboard: named columns and rows of cells, plus the records behind them.
+
+    Args:
+        columns: Column names, in order.
+        rows: One list of cells per row, aligned with ``columns``; ``None`` is blank.
+        protocols: The protocol columns, in order.
+        records: The records shown (latest per seed), each with its row ``label``.
+    """
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    protocols: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def column(self, name: str) -> list[Cell]:
+        """The cells of one column, top to bottom."""
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+
+def leaderboard_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """Build the leaderboard from stored records.
+
+    Rows are (model, dataset) pairs; a model evaluated with other weights or another
+    ``θ2`` split gets its own row, labelled e.g. ``zoo:x (random)``. Columns: model,
+    dataset, metric, seeds, the protocols in the paper's order, the gain recovered
+    ``(gradfeat − linear) / (finetune − linear)`` in percent (blank when a term is
+    missing or finetune equals linear), the wall time of one seed of all protocols,
+    the peak memory, and fvcore's GFLOPs and parameter count of the backbone. A
+    protocol evaluated with several seeds shows ``mean ± std``; when one seed was run
+    more than once only its latest run counts. Values are percentages.
+
+    Args:
+        records: Rows as returned by :meth:`ResultsStore.records`.
+    """
+    latest = _latest_per_seed(records)
+    labels = _row_labels(latest)
+    protocols = _protocols(latest)
+    groups: dict[RowKey, list[dict[str, Any]]] = {}
+    for record in latest:
+        key = _row_key(record)
+        groups.setdefault(key, []).append({**record, "label": labels[key]})
+    columns = ["model", "dataset", "metric", "seeds", *protocols, GAIN_COLUMN,
+               *COST_FORMATS]
+    ordered = sorted(groups, key=lambda k: (k.dataset, labels[k], k.metric))
+    rows = []
+    for key in ordered:
+        group = groups[key]
+        stats = {
+            p: _stat([r["value"] for r in group if r["protocol"] == p])
+            for p in protocols
+        }
+        rows.append([
+            labels[key],
+            key.dataset,
+            key.metric,
+            max(s.n for s in stats.values() if s is not None),
+            *(stats[p] for p in protocols),
+            _gain_recovered(stats),
+            _total_wall_time(group),
+            _max_or_none([r.get("peak_memory_bytes") for r in group], scale=2**-20),
+            _max_or_none([r.get("flops") for r in group], scale=1e-9),
+            _max_or_none([r.get("params") for r in group], scale=1e-6),
+        ])
+    shown = [record for key in ordered for record in groups[key]]
+    return Table(columns=columns, rows=rows, protocols=protocols, records=shown)
+
+
+def render(table: Table, fmt: str) -> str:
+    """The leaderboard as text.
+
+    Args:
+        table: From :func:`leaderboard_table`.
+        fmt: ``md`` (Markdown), ``csv`` (numbers only: each ``mean ± std`` column is
+            split into the mean and a ``<protocol> std`` column), ``html`` (a
+            ``<table>``) or ``json`` (a list of records, values as stored, i.e.
+            fractions, with the row ``label``).
+
+    Raises:
+        ValueError: Unknown format.
+    """
+    renderers = {"md": _markdown, "csv": _csv, "html": _html, "json": _json}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return renderers[fmt](table)
+
+
+def _latest_per_seed(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Drop reruns: per row, protocol and seed keep the newest record."""
+    latest: dict[tuple, tuple[dict[str, Any], tuple[str, int]]] = {}
+    for index, record in enumerate(records):
+        key = (*_row_key(record), record["protocol"], record.get("seed"))
+        order = (record.get("timestamp") or "", index)
+        if key not in latest or order >= latest[key][1]:
+            latest[key] = (dict(record), order)
+    return [record for record, _ in latest.values()]
+
+
+def _row_key(record: Mapping[str, Any]) -> RowKey:
+    return RowKey(*(record.get(name) or "" for name in RowKey._fields))
+
+
+def _row_labels(records: Sequence[Mapping[str, Any]]) -> dict[RowKey, str]:
+    """``model`` plus, in brackets, the weights if not pretrained and the split if
+    the same model was evaluated with several splits."""
+    splits: dict[str, set[str]] = {}
+    for record in records:
+        splits.setdefault(record["model"], set()).add(record.get("split") or "")
+    labels = {}
+    for record in records:
+        key = _row_key(record)
+        notes = []
+        if record["weights"] != "pretrained":
+            notes.append(_short_weights(record["weights"]))
+        if len(splits[record["model"]]) > 1:
+            notes.append(f"split={record.get('split') or 'default'}")
+        labels[key] = record["model"] + (f" ({', '.join(notes)})" if notes else "")
+    return labels
+
+
+def _short_weights(weights: str) -> str:
+    """A checkpoint path or URL shortened to its file name."""
+    return os.path.basename(weights.rstrip("/")) or weights
+
+
+def _protocols(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    present = {r["protocol"] for r in records}
+    known = [p for p in PROTOCOL_ORDER if p in present]
+    return known + sorted(present - set(PROTOCOL_ORDER))
+
+
+def _stat(values: Sequence[float]) -> Stat | None:
+    if not values:
+        return None
+    percent = [100.0 * v for v in values]
+    std = statistics.stdev(percent) if len(percent) > 1 else None
+    return Stat(mean=statistics.fmean(percent), std=std, n=len(percent))
+
+
+def _gain_recovered(stats: Mapping[str, Stat | None]) -> float | None:
+    linear, gradfeat, finetune = (
+        stats.get(p) for p in ("linear", "gradfeat", "finetune")
+    )
+    if linear is None or gradfeat is None or finetune is None:
+        return None
+    headroom = finetune.mean - linear.mean
+    if abs(headroom) < 1e-9:
+        return None
+    return 100.0 * (gradfeat.mean - linear.mean) / headroom
+
+
+def _total_wall_time(group: Sequence[Mapping[str, Any]]) -> float | None:
+    """Sum over protocols of the mean wall time over seeds: one seed of everything."""
+    per_protocol: dict[str, list[float]] = {}
+    for record in group:
+        if record.get("wall_time_s") is not None:
+            times = per_protocol.setdefault(record["protocol"], [])
+            times.append(record["wall_time_s"])
+    if not per_protocol:
+        return None
+    return sum(statistics.fmean(times) for times in per_protocol.values())
+
+
+def _max_or_none(values: Sequence[float | None], scale: float) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) * scale if known else None
+
+
+def _format_cell(cell: Cell, column: str) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, (Stat, str, int)):
+        return str(cell)
+    return COST_FORMATS.get(column, "{:.2f}").format(cell)
+
+
+def _text_rows(table: Table) -> list[list[str]]:
+    return [
+        [_format_cell(cell, name) for cell, name in zip(row, table.columns)]
+        for row in table.rows
+    ]
+
+
+def _markdown(table: Table) -> str:
+    text_columns = {"model", "dataset", "metric"}
+    rule = [":---" if c in text_columns else "---:" for c in table.columns]
+    lines = [table.columns, rule, *_text_rows(table)]
+    return "".join(
+        "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n" for cells in lines
+    )
+
+
+def _csv(table: Table) -> str:
+    stat_columns = {
+        name for i, name in enumerate(table.columns)
+        if any(isinstance(row[i], Stat) for row in table.rows)
+    }
+    header = []
+    for name in table.columns:
+        header += [name, f"{name} std"] if name in stat_columns else [name]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        cells = []
+        for cell, name in zip(row, table.columns):
+            if name in stat_columns:
+                mean = "" if cell is None else f"{cell.mean:.4f}"
+                std = "" if cell is None or cell.std is None else f"{cell.std:.4f}"
+                cells += [mean, std]
+            else:
+                cells.append(_format_cell(cell, name))
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+def _html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>\n"
+        for cells in _text_rows(table)
+    )
+    return (
+        '<table class="gradfeat-leaderboard">\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+    )
+
+
+def _json(table: Table) -> str:
+    records = [{name: r.get(name) for name in JSON_FIELDS} for r in table.records]
+    return json.dumps(records, indent=2) + "\n"

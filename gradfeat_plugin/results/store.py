@@ -1,0 +1,358 @@
+"""The SQLite results store: one row per (run, protocol), written one run at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import GradfeatError
+from .provenance import config_hash, package_versions
+
+#: Environment variable that overrides the default results database path.
+RESULTS_ENV_VAR = "GRADFEAT_RESULTS"
+#: The database path used when neither ``--results`` nor the environment sets one.
+DEFAULT_RESULTS_FILE = "gradfeat_results.db"
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id            TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    weights           TEXT    NOT NULL,
+    split             TEXT    NOT NULL DEFAULT '',
+    dataset           TEXT    NOT NULL,
+    protocol          TEXT    NOT NULL,
+    metric            TEXT    NOT NULL,
+    value             REAL    NOT NULL,
+    epochs            INTEGER,
+    seed              INTEGER,
+    wall_time_s       REAL,
+    peak_memory_bytes INTEGER,
+    flops             INTEGER,
+    params            INTEGER,
+    trainable_params  INTEGER,
+    versions          TEXT    NOT NULL,
+    config_hash       TEXT,
+    config            TEXT,
+    timestamp         TEXT    NOT NULL,
+    extra             TEXT    NOT NULL DEFAULT '{}',
+    UNIQUE (run_id, protocol)
+);
+CREATE INDEX IF NOT EXISTS results_model_dataset ON results (model, dataset);
+"""
+
+#: Columns a record must give.
+REQUIRED_FIELDS = ("model", "weights", "dataset", "protocol", "metric", "value")
+#: Columns a record may give; ``add_run`` fills the rest.
+OPTIONAL_FIELDS = (
+    "split",
+    "epochs",
+    "seed",
+    "wall_time_s",
+    "peak_memory_bytes",
+    "flops",
+    "params",
+    "trainable_params",
+    "versions",
+    "config_hash",
+    "config",
+    "extra",
+)
+#: Every column of a stored row, in table order (``id`` excluded).
+COLUMNS = (
+    "run_id",
+    "model",
+    "weights",
+    "split",
+    "dataset",
+    "protocol",
+    "metric",
+    "value",
+    "epochs",
+    "seed",
+    "wall_time_s",
+    "peak_memory_bytes",
+    "flops",
+    "params",
+    "trainable_params",
+    "versions",
+    "config_hash",
+    "config",
+    "timestamp",
+    "extra",
+)
+_INT_FIELDS = (
+    "epochs", "seed", "peak_memory_bytes", "flops", "params", "trainable_params"
+)
+_JSON_FIELDS = ("versions", "extra")
+_INSERT = (
+    f"INSERT INTO results ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+def default_results_path() -> str:
+    """The results database used when no path is given.
+
+    ``$GRADFEAT_RESULTS`` if set and non-empty, else ``./gradfeat_results.db`` in the
+    working directory.
+    """
+    return os.environ.get(RESULTS_ENV_VAR) or os.path.join(".", DEFAULT_RESULTS_FILE)
+
+
+def new_run_id() -> str:
+    """A fresh, globally unique run id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def utc_timestamp() -> str:
+    """The current UTC time, ISO 8601 to the second (``2024-05-01T12:00:00+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultsStore:
+    """A SQLite file of evaluation results, safe for several concurrent writers.
+
+    Each run is written by one call to :meth:`add_run` in a single ``BEGIN IMMEDIATE``
+    transaction, so a run is stored whole or not at all: a failed or interrupted run
+    leaves no row. The database runs in WAL mode with a busy timeout, so processes that
+    write at the same time wait for each other instead of failing. Connections are
+    opened per call, so a store can be handed to worker processes.
+
+    Metric values are stored as returned by the protocol (fractions in ``[0, 1]`` for
+    ``val_top1`` and ``val_map``); the leaderboard shows them in percent.
+
+    Args:
+        path: The database file (local path). ``None`` means
+            :func:`default_results_path`.
+        create: Create the file (and its parent folders) if it does not exist. With
+            ``False`` a missing file is a :class:`GradfeatError`.
+        timeout_s: How long a writer waits for another writer's lock.
+
+    >>> store = ResultsStore("results.db")
+    >>> run_id = store.add_run([dict(model="zoo:rotation_mnist5k", weights="pretrained",
+    ...     dataset="mnist5k", protocol="linear", metric="val_top1", value=0.97)])
+    >>> store.records(run_id=run_id)[0]["value"]
+    0.97
+    """
+
+    def __init__(
+        self, path: str | os.PathLike | None = None, create: bool = True,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.path = Path(os.path.expanduser(path or default_results_path()))
+        self.timeout_s = timeout_s
+        if self.path.is_dir():
+            raise GradfeatError(
+                f"results path {self.path} is a folder; pass a file such as "
+                f"{self.path / DEFAULT_RESULTS_FILE}"
+            )
+        if not self.path.exists():
+            if not create:
+                raise GradfeatError(
+                    f"results database {self.path} does not exist; run "
+                    f"benchmarks/eval.py first or pass --results PATH"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._initialise(create)
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    def add_run(
+        self, records: Sequence[Mapping[str, Any]], run_id: str | None = None
+    ) -> str:
+        """Store all records of one run atomically.
+
+        Every record is one protocol's result. ``run_id``, ``timestamp`` and (unless a
+        record gives them) ``versions`` and ``config_hash`` are filled in. All records
+        are checked before the database is touched, then written in one transaction.
+
+        Args:
+            records: One mapping per protocol with the fields in ``REQUIRED_FIELDS``
+                and any of ``OPTIONAL_FIELDS``. ``split`` may be a list of module
+                names; ``versions`` and ``extra`` are JSON-serialisable mappings.
+            run_id: The id to store the run under; a new one by default.
+
+        Returns:
+            The run id.
+
+        Raises:
+            ValueError: A record misses a required field, has an unknown one, or a
+                value of the wrong type; nothing is written.
+        """
+        if not records:
+            raise ValueError("a run needs at least one record")
+        run_id = run_id or new_run_id()
+        timestamp = utc_timestamp()
+        versions = package_versions()
+        rows = [_to_row(record, run_id, timestamp, versions) for record in records]
+        with self._transaction() as conn:
+            conn.executemany(_INSERT, rows)
+        return run_id
+
+    def records(self, **filters: Any) -> list[dict[str, Any]]:
+        """Stored rows, oldest first, as dicts (``versions`` and ``extra`` decoded).
+
+        Args:
+            **filters: ``column=value`` equality filters; a list, tuple or set value
+                matches any of its elements, e.g. ``protocol=["linear", "gradfeat"]``.
+
+        Raises:
+            ValueError: A filter names an unknown column.
+        """
+        clauses, params = [], []
+        for column, wanted in filters.items():
+            if column not in COLUMNS:
+                known = ", ".join(COLUMNS)
+                raise ValueError(f"unknown column {column!r}; known: {known}")
+            many = isinstance(wanted, (list, tuple, set, frozenset))
+            values = list(wanted) if many else [wanted]
+            clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT {', '.join(COLUMNS)} FROM results{where} ORDER BY id"
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def __len__(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def _initialise(self, create: bool) -> None:
+        """Create the schema once; check that an existing file is a results store."""
+        with self._connection() as conn:
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.DatabaseError as err:
+                raise GradfeatError(
+                    f"{self.path} is not a SQLite results database ({err}); "
+                    f"pass another --results"
+                ) from None
+            if version > SCHEMA_VERSION:
+                raise GradfeatError(
+                    f"{self.path} was written by a newer gradfeat-plugin "
+                    f"(schema {version}); upgrade gradfeat-plugin"
+                )
+            if version < SCHEMA_VERSION and not create:
+                raise GradfeatError(
+                    f"{self.path} is not a gradfeat results database; "
+                    f"pass another --results"
+                )
+            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if create and journal_mode.lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        if version < SCHEMA_VERSION:
+            with self._transaction() as conn:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )}
+                if tables - {"results"}:
+                    raise GradfeatError(
+                        f"{self.path} is a SQLite database of another program; "
+                        f"pass another --results"
+                    )
+                # Statement by statement: executescript would commit the transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front and rolls back on
+        any exception, ``KeyboardInterrupt`` included."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+def _to_row(
+    record: Mapping[str, Any],
+    run_id: str,
+    timestamp: str,
+    versions: dict[str, str | None],
+) -> tuple[Any, ...]:
+    """Check one record and turn it into an ``_INSERT`` parameter tuple."""
+    missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
+    if missing:
+        protocol = record.get("protocol")
+        missing_text = ", ".join(missing)
+        raise ValueError(f"record for protocol {protocol!r} misses {missing_text}")
+    unknown = sorted(set(record) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown record fields {', '.join(unknown)}; known: "
+            f"{', '.join(REQUIRED_FIELDS + OPTIONAL_FIELDS)} "
+            f"(put anything else in 'extra')"
+        )
+    row: dict[str, Any] = {name: record.get(name) for name in COLUMNS}
+    row.update(run_id=run_id, timestamp=timestamp)
+    for name in ("model", "weights", "dataset", "protocol", "metric"):
+        row[name] = str(row[name])
+    split = row["split"]
+    if isinstance(split, (list, tuple)):
+        row["split"] = ",".join(split)
+    else:
+        row["split"] = str(split or "")
+    row["value"] = _finite(row["value"], "value")
+    if row["wall_time_s"] is not None:
+        row["wall_time_s"] = _finite(row["wall_time_s"], "wall_time_s")
+    for name in _INT_FIELDS:
+        if row[name] is not None:
+            if isinstance(row[name], bool) or int(row[name]) != row[name]:
+                raise ValueError(f"{name} must be an integer, got {row[name]!r}")
+            row[name] = int(row[name])
+    row["versions"] = row["versions"] if row["versions"] is not None else versions
+    row["extra"] = row["extra"] if row["extra"] is not None else {}
+    for name in _JSON_FIELDS:
+        try:
+            row[name] = json.dumps(row[name], sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be JSON-serialisable: {err}") from None
+    if row["config"] is not None and row["config_hash"] is None:
+        row["config_hash"] = config_hash(row["config"])
+    return tuple(row[name] for name in COLUMNS)
+
+
+def _finite(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def _from_row(row: Sequence[Any]) -> dict[str, Any]:
+    record = dict(zip(COLUMNS, row))
+    for name in _JSON_FIELDS:
+        record[name] = json.loads(record[name])
+    return record

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradfeat_plugin.results import ResultsStore
+from gradfeat_plugin.results.cli import leaderboard_main
+
+from .records import make_run
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "leaderboard.py"
+
+
+def run_script(
+    *args: str, cwd: Path, env_db: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run benchmarks/leaderboard.py as a user would, with its own environment."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADFEAT_RESULTS"}
+    if env_db:
+        env["GRADFEAT_RESULTS"] = env_db
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture()
+def filled_db(tmp_path) -> Path:
+    store = ResultsStore(tmp_path / "filled.db")
+    for seed, offset in enumerate((0.0, 0.02)):
+        values = {"linear": 0.80, "gradfeat": 0.86, "finetune": 0.90}
+        store.add_run(make_run({p: v + offset for p, v in values.items()}, seed=seed))
+    return store.path
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0]
+
+
+def test_script_missing_database_exits_2_and_creates_nothing(tmp_path):
+    result = run_script("--results", "nowhere.db", "--plot", "p.png", cwd=tmp_path)
+    assert_one_error_line(result, "nowhere.db does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_script_empty_store_exits_2_and_writes_nothing(tmp_path):
+    ResultsStore(tmp_path / "empty.db")
+    result = run_script("--format", "csv", "--out", "board.csv", "--plot", "board.png",
+                        cwd=tmp_path, env_db=str(tmp_path / "empty.db"))
+    assert_one_error_line(result, "holds no results yet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_script_prints_the_default_database_leaderboard(filled_db, tmp_path):
+    result = run_script("--plot", "board.png", cwd=tmp_path, env_db=str(filled_db))
+    assert result.returncode == 0, result.stderr
+    assert "| zoo:tiny | mnist5k | val_top1 | 2 | 81.00 ± 1.41 | 87.00 ± 1.41 " \
+           "| 91.00 ± 1.41 | 60.00 |" in result.stdout
+    assert (tmp_path / "board.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--format", "xlsx"], "invalid choice: 'xlsx'"),
+        (["--colour"], "unrecognized arguments: --colour"),
+        (["--out", "no/such/folder/board.md"], "does not exist"),
+        (["--plot", "no/such/folder/board.png"], "does not exist"),
+    ],
+)
+def test_bad_arguments_are_one_error_line(
+    filled_db, tmp_path, monkeypatch, capsys, args, fragment
+):
+    monkeypatch.chdir(tmp_path)
+    assert leaderboard_main(["--results", str(filled_db), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ")
+    assert fragment in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["filled.db"]
+
+
+def test_corrupt_database_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "corrupt.db").write_bytes(b"\x00garbage" * 100)
+    assert leaderboard_main(["--results", str(tmp_path / "corrupt.db")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "html", "json"])
+def test_out_file_in_every_format(filled_db, tmp_path, capsys, fmt):
+    out = tmp_path / f"board.{fmt}"
+    assert leaderboard_main(["--results", str(filled_db), "--format", fmt,
+                             "--out", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    text = out.read_text(encoding="utf-8")
+    if fmt == "json":
+        records = json.loads(text)
+        values = sorted(r["value"] for r in records if r["protocol"] == "gradfeat")
+        assert values == pytest.approx([0.86, 0.88])
+    elif fmt == "csv":
+        row = text.splitlines()[1]
+        assert row.startswith("zoo:tiny,mnist5k,val_top1,2,81.0000,1.4142,")
+    else:
+        assert "87.00 ± 1.41" in text and "60.00" in text

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradfeat_plugin.cli import main_guard
+from gradfeat_plugin.cli import ArgumentParser, main_guard
 from gradfeat_plugin.config import load_config
 from gradfeat_plugin.evaluate import evaluate
 from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
@@ -40,7 +40,7 @@ FLAG_KEYS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", default="all", choices=PROTOCOL_CHOICES)
     p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
     p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")

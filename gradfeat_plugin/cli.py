@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from .errors import GradfeatError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Reports bad arguments as a :class:`GradfeatError` (one ``error:`` line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise GradfeatError(f"{message}; see --help")
 
 
 def main_guard(main: Callable[[], int]) -> int:

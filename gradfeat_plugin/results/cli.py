@@ -6,24 +6,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from ..cli import ArgumentParser, main_guard
 from ..errors import GradfeatError
 from .leaderboard import FORMATS, leaderboard_table, render
 from .plot import plot_leaderboard
 from .store import RESULTS_ENV_VAR, ResultsStore, default_results_path
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Reports bad arguments as a :class:`GradfeatError` (one ``error:`` line)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise GradfeatError(f"{message}; see --help")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The leaderboard's argument parser."""
-    parser = _ArgumentParser(
+    parser = ArgumentParser(
         prog="leaderboard.py",
         description="Print the leaderboard of a gradfeat results database.",
     )
@@ -52,15 +45,10 @@ def leaderboard_main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 2 after a user error (nothing is written then).
     """
-    try:
-        _leaderboard(build_parser().parse_args(argv))
-    except GradfeatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return main_guard(lambda: _leaderboard(build_parser().parse_args(argv)))
 
 
-def _leaderboard(args: argparse.Namespace) -> None:
+def _leaderboard(args: argparse.Namespace) -> int:
     store = ResultsStore(args.results or default_results_path(), create=False)
     records = store.records()
     if not records:
@@ -82,3 +70,4 @@ def _leaderboard(args: argparse.Namespace) -> None:
             f.write(text)
     else:
         sys.stdout.write(text)
+    return 0

@@ -79,6 +79,34 @@ _C.RESULTS = CfgNode()
 _C.RESULTS.PATH = ""
 
 
+_C.PRETRAIN = CfgNode()
+# Hyperparameters of the zoo's pretraining recipes (benchmarks/pretrain.py, zoo:NAME).
+_C.PRETRAIN.BATCH_SIZE = 32
+# Adam with a cosine decay to zero over the run.
+_C.PRETRAIN.LR = 2e-3
+_C.PRETRAIN.WEIGHT_DECAY = 1e-5
+# Training images used; 0 means the whole train split (small values for smoke tests).
+_C.PRETRAIN.MAX_SAMPLES = 0
+_C.PRETRAIN.BIGAN = CfgNode()
+_C.PRETRAIN.BIGAN.LATENT_DIM = 64
+# Channels of the first generator/discriminator layer (DCGAN-style, 32x32).
+_C.PRETRAIN.BIGAN.WIDTH = 32
+_C.PRETRAIN.BIGAN.LR = 2e-4
+_C.PRETRAIN.BIGAN.BETAS = (0.5, 0.999)
+_C.PRETRAIN.BIGAN.DROPOUT = 0.2
+_C.PRETRAIN.SIMCLR = CfgNode()
+_C.PRETRAIN.SIMCLR.TEMPERATURE = 0.5
+_C.PRETRAIN.SIMCLR.HIDDEN_DIM = 256
+_C.PRETRAIN.SIMCLR.OUTPUT_DIM = 64
+# lightly's SimCLRTransform adapted to small grayscale digits: no flips, no hue or
+# saturation, milder crops.
+_C.PRETRAIN.SIMCLR.MIN_SCALE = 0.4
+_C.PRETRAIN.SIMCLR.CJ_PROB = 0.8
+_C.PRETRAIN.SIMCLR.CJ_STRENGTH = 0.5
+_C.PRETRAIN.SIMCLR.BLUR_PROB = 0.5
+_C.PRETRAIN.SIMCLR.BLUR_SIGMAS = (0.1, 1.0)
+
+
 def get_cfg() -> CfgNode:
     """A fresh, mutable copy of the defaults.
 

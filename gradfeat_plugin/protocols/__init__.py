@@ -1,0 +1,45 @@
+"""Protocols as lightly benchmark modules: linear, grad, gradfeat, finetune, knn."""
+
+from ._base import ProtocolClassifier, build_optimizer
+from ._cache import CachedInputs, FrozenOutputs
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    create_protocol,
+    get_protocol_class,
+    list_protocols,
+    register_protocol,
+)
+from .finetune import FinetuneProtocol
+from .gradfeat import GradFeatProtocol
+from .gradient import GradProtocol
+from .knn import KNNProtocol
+from .linear import LinearProtocol
+from .run import (
+    ALL_PROTOCOLS,
+    ProtocolResult,
+    build_trainer,
+    expand_protocols,
+    run_protocols,
+)
+
+__all__ = [
+    "ALL_PROTOCOLS",
+    "CachedInputs",
+    "ENTRY_POINT_GROUP",
+    "FinetuneProtocol",
+    "FrozenOutputs",
+    "GradFeatProtocol",
+    "GradProtocol",
+    "KNNProtocol",
+    "LinearProtocol",
+    "ProtocolClassifier",
+    "ProtocolResult",
+    "build_optimizer",
+    "build_trainer",
+    "create_protocol",
+    "expand_protocols",
+    "get_protocol_class",
+    "list_protocols",
+    "register_protocol",
+    "run_protocols",
+]

@@ -1,0 +1,92 @@
+"""Wall time of ``all`` (linear, grad, gradfeat, finetune) against ``finetune`` alone.
+
+Both runs train the same epochs on the same data; ``all`` computes θ1's outputs
+once and shares them, and ``finetune`` alone caches them too. Runs are interleaved
+(all, finetune, all, finetune, ...) in one process and the median ratio of the
+pairs is reported. A third column times ``finetune`` without the θ1 cache, the
+conventional way of fine-tuning the top block.
+
+    python benchmarks/protocol_cost.py --width 32 --epochs 5 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from fvcore.common.config import CfgNode
+
+from gradfeat_plugin.backbones.bigan import BiGANEncoder
+from gradfeat_plugin.config import get_cfg
+from gradfeat_plugin.data import DatasetSplits, get_dataset
+from gradfeat_plugin.protocols import run_protocols
+
+ALL_TRAINED = ["linear", "grad", "gradfeat", "finetune"]
+
+
+class _Backbone:
+    def __init__(self, model: torch.nn.Module, split: list[str]) -> None:
+        self.model, self.split = model, split
+
+
+def _timed(
+    names: list[str], backbone: _Backbone, data: DatasetSplits, cfg: CfgNode
+) -> tuple[float, dict[str, float]]:
+    start = time.perf_counter()
+    results = run_protocols(names, backbone, data, cfg, progress=False)
+    return time.perf_counter() - start, {r.protocol: round(r.value, 4) for r in results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=32, help="BiGAN encoder width")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--finetune-optimizers", nargs="+", default=["adam", "sgd"])
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of torch")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
+    data = get_dataset(args.dataset, input_size=(3, 32, 32))
+    cfg = get_cfg()
+    cfg.TRAIN.EPOCHS = args.epochs
+    cfg.TRAINER.ACCELERATOR = args.accelerator
+    cfg.FINETUNE.OPTIMIZERS = args.finetune_optimizers
+    uncached = cfg.clone()
+    uncached.TRAIN.CACHE_FEATURES = False
+
+    _timed(ALL_TRAINED, backbone, data, cfg)  # warm-up: imports, allocator, JVP setup
+    ratios, ratios_uncached = [], []
+    times: dict[str, list[float]] = {"all": [], "finetune": [], "finetune_uncached": []}
+    for _ in range(args.repeats):
+        t_all, scores = _timed(ALL_TRAINED, backbone, data, cfg)
+        t_ft, _ = _timed(["finetune"], backbone, data, cfg)
+        t_ft_uncached, _ = _timed(["finetune"], backbone, data, uncached)
+        times["all"].append(t_all)
+        times["finetune"].append(t_ft)
+        times["finetune_uncached"].append(t_ft_uncached)
+        ratios.append(t_all / t_ft)
+        ratios_uncached.append(t_all / t_ft_uncached)
+    report = {
+        "dataset": args.dataset,
+        "width": args.width,
+        "epochs": args.epochs,
+        "finetune_optimizers": args.finetune_optimizers,
+        "threads": args.threads,
+        "median_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
+        "ratio_all_vs_finetune": round(statistics.median(ratios), 3),
+        "ratio_all_vs_uncached_finetune": round(statistics.median(ratios_uncached), 3),
+        "scores": scores,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""What every trained protocol shares: tasks, metrics, the paper's optimisers."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import torch
+from fvcore.common.config import CfgNode
+from lightly.utils.benchmarking.linear_classifier import BaseClassifier
+from lightly.utils.benchmarking.topk import mean_topk_accuracy
+from torch import Tensor, nn
+from torch.optim import SGD, Adam, Optimizer
+from torch.optim.lr_scheduler import StepLR
+from torchmetrics.classification import MultilabelAveragePrecision
+
+from ..errors import GradfeatError
+
+TASKS = ("multiclass", "multilabel")
+
+Inputs = Union[Tensor, Sequence[Tensor]]
+
+
+def check_task(task: str) -> None:
+    """Raise a :class:`GradfeatError` for an unknown task name."""
+    if task not in TASKS:
+        raise GradfeatError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
+
+
+def build_optimizer(
+    name: str, params: List[nn.Parameter], lr: float, cfg: CfgNode
+) -> Optimizer:
+    """The paper's Adam or SGD, with hyperparameters from ``cfg.ADAM`` / ``cfg.SGD``.
+
+    Args:
+        name: ``adam`` or ``sgd``.
+        params: Parameters to optimise.
+        lr: Learning rate (already scaled, if scaling is on).
+        cfg: The run's config.
+    """
+    if name == "adam":
+        betas = tuple(cfg.ADAM.BETAS)
+        return Adam(params, lr=lr, betas=betas, weight_decay=cfg.ADAM.WEIGHT_DECAY)
+    if name == "sgd":
+        return SGD(
+            params, lr=lr, momentum=cfg.SGD.MOMENTUM, weight_decay=cfg.SGD.WEIGHT_DECAY
+        )
+    raise GradfeatError(f"unknown optimizer {name!r}; use adam or sgd")
+
+
+class ProtocolClassifier(BaseClassifier):
+    """A lightly ``BaseClassifier`` that knows the task, the optimiser and the cache.
+
+    Subclasses override ``forward`` and ``get_trainable_parameters`` as in lightly,
+    and call :meth:`freeze_all_but_trainable` at the end of ``__init__``. Inputs
+    are images or, when ``cached``, the precomputed tensors named by the class's
+    ``cache`` attribute (``"features"``: pooled ``f``; ``"boundary"``: θ1's outputs).
+
+    Args:
+        model: The module the protocol is built around.
+        num_classes: Number of classes (labels, for multi-label tasks).
+        cfg: The run's config (optimiser, learning rate, batch size, schedule).
+        feature_dim: Size of the features the classification head reads.
+        task: ``multiclass`` (cross-entropy, top-1/top-5) or ``multilabel``
+            (binary cross-entropy, mAP).
+        cached: Inputs are precomputed tensors instead of images.
+        optimizer: ``adam`` or ``sgd``; ``None`` takes ``cfg.TRAIN.OPTIMIZER``.
+        batch_size_per_device: Per-process batch size, used for lr scaling;
+            ``None`` takes ``cfg.TRAIN.BATCH_SIZE``.
+    """
+
+    #: Which precomputed inputs the protocol consumes when ``cached``.
+    cache: str = "boundary"
+    #: Whether the protocol needs a trained linear probe ω̄ (see ``set_probe``).
+    needs_probe: bool = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        cfg: CfgNode,
+        feature_dim: int,
+        task: str = "multiclass",
+        cached: bool = False,
+        optimizer: str | None = None,
+        batch_size_per_device: int | None = None,
+    ) -> None:
+        check_task(task)
+        super().__init__(
+            model=model,
+            batch_size_per_device=batch_size_per_device or cfg.TRAIN.BATCH_SIZE,
+            lr=cfg.TRAIN.LR,
+            feature_dim=feature_dim,
+            num_classes=num_classes,
+            topk=tuple(sorted({1, min(5, num_classes)})),
+        )
+        self.cfg = cfg
+        self.task = task
+        self.cached = cached
+        self.optimizer_name = optimizer or cfg.TRAIN.OPTIMIZER
+        if task == "multilabel":
+            self.criterion = nn.BCEWithLogitsLoss()
+            self.val_map = MultilabelAveragePrecision(num_labels=num_classes)
+
+    @property
+    def metric_name(self) -> str:
+        """The validation metric a result reports: ``val_top1`` or ``val_map``."""
+        return "val_map" if self.task == "multilabel" else "val_top1"
+
+    @classmethod
+    def optimizer_names(cls, cfg: CfgNode) -> List[str]:
+        """The optimisers a run tries; the best validation metric is reported."""
+        return [cfg.TRAIN.OPTIMIZER]
+
+    @classmethod
+    def can_cache(cls, cfg: CfgNode) -> bool:
+        """Whether the protocol can read stored θ1 outputs under ``cfg``."""
+        return True
+
+    def freeze_all_but_trainable(self) -> None:
+        """``requires_grad`` on the trainable parameters only (DDP wants no unused)."""
+        self.requires_grad_(False)
+        for param in self.get_trainable_parameters():
+            param.requires_grad_(True)
+
+    def num_trainable_parameters(self) -> int:
+        """Number of scalars the protocol trains."""
+        return sum(p.numel() for p in self.get_trainable_parameters())
+
+    def shared_step(
+        self, batch: Tuple[Any, ...], batch_idx: int
+    ) -> Tuple[Tensor, Dict[int, Tensor]]:
+        inputs, targets = batch[0], batch[1]
+        logits = self.forward(inputs)
+        if self.task == "multilabel":
+            return self.criterion(logits, targets.to(logits.dtype)), {}
+        loss = self.criterion(logits, targets)
+        _, predicted = logits.topk(max(self.topk))
+        return loss, mean_topk_accuracy(predicted, targets, k=self.topk)
+
+    def training_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if not torch.isfinite(loss):
+            raise GradfeatError(
+                f"{type(self).__name__} training loss is {loss.item()} at step "
+                f"{self.global_step}; lower TRAIN.LR or check the inputs for NaN/Inf"
+            )
+        return loss
+
+    def validation_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
+        if self.task != "multilabel":
+            return super().validation_step(batch, batch_idx)
+        inputs, targets = batch[0], batch[1]
+        logits = self.forward(inputs)
+        loss = self.criterion(logits, targets.to(logits.dtype))
+        self.val_map.update(logits.float(), targets.long())
+        batch_size = len(targets)
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log("val_map", self.val_map, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def get_effective_lr(self) -> float:
+        """``TRAIN.LR``, times global batch size / 256 when ``TRAIN.SCALE_LR``."""
+        if self.cfg.TRAIN.SCALE_LR:
+            return super().get_effective_lr()
+        return self.lr
+
+    def configure_optimizers(  # type: ignore[override]
+        self,
+    ) -> Tuple[List[Optimizer], List[Dict[str, Any]]]:
+        """The optimiser; lr times ``LR_DECAY`` each ``LR_DECAY_EVERY`` of training."""
+        params = [p for p in self.get_trainable_parameters() if p.requires_grad]
+        optimizer = build_optimizer(
+            self.optimizer_name, params, self.get_effective_lr(), self.cfg
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        step_size = max(1, round(total_steps * self.cfg.TRAIN.LR_DECAY_EVERY))
+        scheduler = StepLR(optimizer, step_size, gamma=self.cfg.TRAIN.LR_DECAY)
+        return [optimizer], [{"scheduler": scheduler, "interval": "step"}]

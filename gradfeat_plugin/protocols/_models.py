@@ -1,0 +1,87 @@
+"""The networks protocols wrap: a linearised backbone, or θ1 + a trainable θ2."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from fvcore.common.config import CfgNode
+from torch import Tensor, nn
+
+from ..linearize import LinearizedBackbone, linearize, resolve_split, split_forward
+from ..linearize._split import SplitSpec
+
+
+def split_from(split: SplitSpec, cfg: CfgNode) -> SplitSpec:
+    """``split`` if given, else ``cfg.MODEL.SPLIT``, else ``None`` (family default)."""
+    return split or list(cfg.MODEL.SPLIT) or None
+
+
+def linearized_from(
+    model: nn.Module, split: SplitSpec, cfg: CfgNode
+) -> LinearizedBackbone:
+    """A private :class:`LinearizedBackbone` of ``model`` built as ``cfg.MODEL`` says.
+
+    Args:
+        model: A backbone (forward returns ``(B, d)``) or an already linearised one,
+            which is copied.
+        split: θ2 module name(s); ``None`` uses ``cfg.MODEL.SPLIT`` or the default.
+        cfg: The run's config.
+    """
+    if isinstance(model, LinearizedBackbone):
+        return copy.deepcopy(model)
+    return linearize(
+        model,
+        split_from(split, cfg),
+        fold_bn=cfg.MODEL.FOLD_BN,
+        ntk=cfg.MODEL.NTK,
+        engine=cfg.MODEL.ENGINE,
+    )
+
+
+class SplitNetwork(nn.Module):
+    """A copy of a backbone cut at θ2: frozen θ1 (eval mode) and trainable θ2.
+
+    The prefix is the same function as a :class:`LinearizedBackbone`'s prefix, so
+    the θ1 outputs it caches feed this network too. θ2 keeps its BatchNorms and
+    runs them in training mode when the module trains.
+
+    Args:
+        model: The backbone; it is copied, never modified.
+        split: θ2 module name(s); ``None`` picks the family default.
+        frozen_prefix: Keep θ1 in eval mode (False when the whole network trains).
+    """
+
+    def __init__(
+        self, model: nn.Module, split: SplitSpec = None, frozen_prefix: bool = True
+    ) -> None:
+        super().__init__()
+        self.frozen_prefix = frozen_prefix
+        model = copy.deepcopy(model).eval()
+        self.split = resolve_split(model, split)
+        halves = split_forward(model, self.split)
+        self.prefix, self.suffix = halves.prefix, halves.suffix
+        self.prefix.requires_grad_(not frozen_prefix)
+        self.num_features = int(getattr(model, "num_features", 0))
+
+    def train(self, mode: bool = True) -> "SplitNetwork":
+        """Set the mode; a frozen θ1 always stays in eval mode."""
+        super().train(mode)
+        if self.frozen_prefix:
+            self.prefix.eval()
+        return self
+
+    def theta2(self) -> list[nn.Parameter]:
+        """θ2's parameters (the suffix may also hold frozen layers after θ2)."""
+        return [
+            p
+            for n, p in self.suffix.named_parameters()
+            if any(n == s or n.startswith(s + ".") for s in self.split)
+        ]
+
+    def forward_suffix(self, boundary: Sequence[Tensor]) -> Tensor:
+        """Pooled features from θ1's outputs."""
+        return self.suffix(*boundary).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_suffix(self.prefix(x))

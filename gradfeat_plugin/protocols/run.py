@@ -1,0 +1,293 @@
+"""Run protocols on one backbone and dataset: the orchestration the CLI calls."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+from fvcore.common.config import CfgNode
+from lightly.utils.benchmarking import KNNClassifier
+from pytorch_lightning import LightningModule, Trainer, seed_everything
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import GradfeatError
+from ..linearize import linearize, resolve_split
+from ._base import check_task
+from ._cache import FrozenOutputs
+from ._registry import get_protocol_class
+
+#: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
+ALL_PROTOCOLS = ("linear", "grad", "gradfeat", "finetune", "knn")
+PROBE_PROTOCOL = "linear"
+
+
+@dataclass
+class ProtocolResult:
+    """One protocol's score on one backbone and dataset.
+
+    Attributes:
+        protocol: Registry name (``linear``, ``gradfeat``, ...).
+        metric: The metric's name (``val_top1``, ``val_map``, ``val_knn_top1``, ...).
+        value: The metric after the last epoch (best over optimisers tried).
+        epochs: Training epochs (0 for kNN).
+        seed: The run's seed.
+        wall_time_s: Wall time, including any θ1 pass or probe it had to compute.
+        peak_memory_bytes: Peak CUDA memory of the protocol, or the process's peak
+            resident memory on CPU.
+        trainable_params: Number of trained scalars.
+        extra: Other metrics, the optimiser chosen, per-optimiser values, θ2.
+    """
+
+    protocol: str
+    metric: str
+    value: float
+    epochs: int
+    seed: int
+    wall_time_s: float
+    peak_memory_bytes: int
+    trainable_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def expand_protocols(names: Sequence[str]) -> list[str]:
+    """Resolve ``all`` and check every name; order kept, duplicates dropped."""
+    expanded: list[str] = []
+    for name in names:
+        for item in ALL_PROTOCOLS if name == "all" else (name,):
+            get_protocol_class(item)
+            if item not in expanded:
+                expanded.append(item)
+    if not expanded:
+        raise GradfeatError("no protocol given; use one of the registered names or all")
+    return expanded
+
+
+def build_trainer(cfg: CfgNode, progress: bool = True) -> Trainer:
+    """A Lightning Trainer built from ``cfg.TRAINER`` and ``cfg.TRAIN``, quiet.
+
+    Args:
+        cfg: The run's config.
+        progress: Show Lightning's progress bar.
+    """
+    epochs = cfg.TRAIN.EPOCHS
+    return Trainer(
+        max_epochs=epochs,
+        accelerator=cfg.TRAINER.ACCELERATOR,
+        devices=cfg.TRAINER.DEVICES,
+        num_nodes=cfg.TRAINER.NUM_NODES,
+        strategy=cfg.TRAINER.STRATEGY,
+        precision=cfg.TRAINER.PRECISION,
+        check_val_every_n_epoch=cfg.TRAIN.VAL_EVERY_N_EPOCHS or epochs,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+    )
+
+
+@contextlib.contextmanager
+def _quiet(progress: bool) -> Iterator[None]:
+    """Silence Lightning's advisory warnings, and its info lines unless ``progress``."""
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        if not progress:
+            lightning_log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            lightning_log.setLevel(level)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class _ProtocolRun:
+    """Shared state of one ``run_protocols`` call: θ1's stored outputs and ω̄."""
+
+    def __init__(
+        self, backbone: Any, data: Any, cfg: CfgNode, progress: bool
+    ) -> None:
+        check_task(data.task)
+        self.backbone, self.data, self.cfg = backbone, data, cfg
+        self.progress = progress
+        try:
+            self.split = resolve_split(
+                backbone.model, list(cfg.MODEL.SPLIT or backbone.split) or None
+            )
+        except ValueError as exc:
+            raise GradfeatError(
+                f"bad θ2 split: {exc}; pick module names of the model"
+            ) from exc
+        self.use_cache = bool(cfg.TRAIN.CACHE_FEATURES) and not cfg.DATA.AUGMENT
+        self.frozen: FrozenOutputs | None = None
+        self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.is_global_zero = True
+
+    def _datasets(
+        self, cls: type, cached: bool, device: torch.device
+    ) -> tuple[Dataset, Dataset]:
+        if not cached:
+            return self.data.train, self.data.test
+        if self.frozen is None:
+            linearized = linearize(
+                self.backbone.model,
+                self.split,
+                fold_bn=self.cfg.MODEL.FOLD_BN,
+                ntk=self.cfg.MODEL.NTK,
+                engine=self.cfg.MODEL.ENGINE,
+            )
+            self.frozen = FrozenOutputs(
+                linearized,
+                self.cfg.TRAIN.CACHE_BATCH_SIZE,
+                self.cfg.DATA.NUM_WORKERS,
+                device,
+            )
+        train = self.frozen.get(cls.cache, self.data.train)
+        return train, self.frozen.get(cls.cache, self.data.test)
+
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, cached: bool
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=0 if cached else self.cfg.DATA.NUM_WORKERS,
+        )
+
+    def _fit_once(
+        self, name: str, optimizer: str
+    ) -> tuple[LightningModule, dict[str, float]]:
+        cls = get_protocol_class(name)
+        cfg = self.cfg
+        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
+        trainer = build_trainer(cfg, self.progress)
+        self.is_global_zero = trainer.is_global_zero
+        world_size = trainer.num_devices * trainer.num_nodes
+        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
+        cached = self.use_cache and cls.can_cache(cfg)
+        module = cls(
+            model=self.backbone.model,
+            num_classes=self.data.num_classes,
+            cfg=cfg,
+            task=self.data.task,
+            cached=cached,
+            optimizer=optimizer or None,
+            split=self.split,
+            batch_size_per_device=batch_size,
+        )
+        if cls.needs_probe:
+            module.set_probe(*self.trained_probe())
+        train, test = self._datasets(cls, cached, trainer.strategy.root_device)
+        eval_loader = self._loader(test, batch_size, False, cached)
+        if isinstance(module, KNNClassifier):
+            bank_loader = self._loader(train, batch_size, False, cached)
+            trainer.validate(
+                module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
+            )
+        else:
+            train_loader = self._loader(train, batch_size, True, cached)
+            trainer.fit(module, train_loader, eval_loader)
+        metrics = {
+            key.split("/dataloader_idx_")[0]: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if value.numel() == 1
+        }
+        return module, metrics
+
+    def trained_probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """ω̄: the head of this run's ``linear`` protocol (trained now if not yet)."""
+        if self.probe is None:
+            self.run(PROBE_PROTOCOL)
+        assert self.probe is not None
+        return self.probe
+
+    def run(self, name: str) -> ProtocolResult:
+        """Train and evaluate protocol ``name`` (every optimiser it asks for)."""
+        cls = get_protocol_class(name)
+        device = torch.device("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
+        with _quiet(self.progress):
+            if cls.needs_probe:
+                self.trained_probe()
+            for optimizer in cls.optimizer_names(self.cfg):
+                runs[optimizer] = self._fit_once(name, optimizer)
+        wall_time = time.perf_counter() - start
+        values = {}
+        for optimizer, (module, metrics) in runs.items():
+            value = metrics.get(module.metric_name)
+            if value is None or value != value:
+                raise GradfeatError(
+                    f"{name} produced no {module.metric_name}; check the data"
+                )
+            values[optimizer] = value
+            device = module.device
+        best = max(values, key=values.__getitem__)
+        module, metrics = runs[best]
+        if name == PROBE_PROTOCOL:
+            self.probe = module.probe()
+        extra: dict[str, Any] = {
+            k: v for k, v in metrics.items() if k.startswith("val_")
+        }
+        cached = self.use_cache and cls.can_cache(self.cfg)
+        extra.update(split=list(self.split), cached=cached)
+        if best:
+            extra.update(optimizer=best, values_by_optimizer=values)
+        return ProtocolResult(
+            protocol=name,
+            metric=module.metric_name,
+            value=values[best],
+            epochs=0 if isinstance(module, KNNClassifier) else self.cfg.TRAIN.EPOCHS,
+            seed=int(self.cfg.TRAIN.SEED),
+            wall_time_s=wall_time,
+            peak_memory_bytes=_peak_memory(device),
+            trainable_params=module.num_trainable_parameters(),
+            extra=extra,
+        )
+
+
+def run_protocols(
+    names: Sequence[str], backbone: Any, data: Any, cfg: CfgNode, progress: bool = True
+) -> list[ProtocolResult]:
+    """Evaluate ``backbone`` on ``data`` with each protocol in ``names``.
+
+    ``all`` means linear, grad, gradfeat, finetune and knn. Without augmentation
+    θ1's outputs are computed once and shared by every protocol; ``grad`` and
+    ``gradfeat`` expand around the head of this run's ``linear`` protocol (trained
+    first when ``linear`` is not asked for). Under DDP every process trains; only
+    rank 0 returns results.
+
+    Args:
+        names: Protocol names from ``list_protocols()``, or ``all``.
+        backbone: A ``gradfeat_plugin.backbones.Backbone`` (``model``, ``split``).
+        data: A ``gradfeat_plugin.data.DatasetSplits`` (``train``, ``test``,
+            ``num_classes``, ``task``).
+        cfg: The run's config (``get_cfg()`` plus overrides).
+        progress: Show Lightning's progress bars and info lines.
+
+    Returns:
+        One :class:`ProtocolResult` per protocol on rank 0; ``[]`` on other ranks.
+
+    Raises:
+        GradfeatError: Unknown protocol or task, bad split, or a NaN/Inf loss.
+    """
+    run = _ProtocolRun(backbone, data, cfg, progress)
+    results = [run.run(name) for name in expand_protocols(names)]
+    return results if run.is_global_zero else []

@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if run.run_id is None:
         return 0
     print(f"\nrun {run.run_id}: {cfg.MODEL.SPEC} on {cfg.DATA.DATASET}")
-    print(f"{'protocol':<10}{'metric':<10}{'value':>8}{'wall s':>9}{'trainable':>12}")
+    print(f"{'protocol':<10}{'metric':<14}{'value %':>8}{'wall s':>9}{'trainable':>12}")
     for r in run.results:
-        print(f"{r.protocol:<10}{r.metric:<10}{100 * r.value:>8.2f}{r.wall_time_s:>9.1f}"
+        print(f"{r.protocol:<10}{r.metric:<14}{100 * r.value:>8.2f}{r.wall_time_s:>9.1f}"
               f"{r.trainable_params:>12,}")
     print(f"\n{len(run.records)} results written to {results_path} "
           f"(config: {run.config_path})\n")

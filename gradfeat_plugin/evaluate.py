@@ -11,13 +11,11 @@ import pytorch_lightning as pl
 from fvcore.common.config import CfgNode
 
 from .backbones import Backbone, create_backbone
-from .data import DatasetSplits, get_dataset
+from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
 from .linearize import resolve_split
-from .protocols import ProtocolResult, list_protocols, run_protocols
+from .protocols import ProtocolResult, expand_protocols, run_protocols
 from .results import ResultsStore, config_hash, count_flops, package_versions
-
-PAPER_ORDER = ("linear", "grad", "gradfeat", "finetune", "knn")
 
 
 @dataclass
@@ -37,21 +35,6 @@ class EvalRun:
     config_path: str | None = None
 
 
-def expand_protocols(names: list[str]) -> list[str]:
-    """Resolve ``all`` and check every name against the protocol registry."""
-    known = list_protocols()
-    expanded: list[str] = []
-    for name in names:
-        for item in PAPER_ORDER if name == "all" else (name,):
-            if item not in known:
-                raise GradfeatError(
-                    f"unknown protocol {item!r}; known: all, {', '.join(known)}"
-                )
-            if item not in expanded:
-                expanded.append(item)
-    return expanded
-
-
 def _check_results_path(path: str) -> None:
     parent = Path(path).resolve().parent
     if not parent.is_dir():
@@ -60,8 +43,15 @@ def _check_results_path(path: str) -> None:
         raise GradfeatError(f"results folder {parent} is not writable")
 
 
+def _check_dataset_name(name: str) -> None:
+    # Checked before the backbone is built: a zoo backbone may pretrain first.
+    if name not in list_datasets() and not (name.startswith("imagefolder:") and name[12:]):
+        raise GradfeatError(f"unknown dataset {name!r}; choose one of {list_datasets()}")
+
+
 def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     """The backbone (with the configured θ2) and the dataset a config names."""
+    _check_dataset_name(cfg.DATA.DATASET)
     backbone = create_backbone(cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS)
     if cfg.MODEL.SPLIT:
         try:

@@ -147,3 +147,12 @@ def test_plot_is_a_real_bar_chart(records, tmp_path):
     assert all(any(np.allclose(c, t, atol=0.02) for c in colours) for t in tab10)
     with pytest.raises(ValueError, match="no results"):
         plot_leaderboard([], tmp_path / "empty.png")
+
+
+def test_knn_accuracy_shares_the_row_of_top1():
+    run = make_run({"linear": 0.8, "gradfeat": 0.9})
+    run.append({**run[0], "protocol": "knn", "metric": "val_knn_top1", "value": 0.7})
+    table = leaderboard_table(run)
+    assert len(table.rows) == 1
+    assert table.column("metric") == ["val_top1"]
+    assert table.column("knn")[0].mean == pytest.approx(70.0)

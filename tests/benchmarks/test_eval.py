@@ -1,0 +1,120 @@
+"""benchmarks/eval.py end to end on embedded data, and every user-error path."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradfeat_plugin.cli import main_guard
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location("eval_script", ROOT / "benchmarks" / "eval.py")
+eval_script = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(eval_script)
+
+FAST = ["--model", "bigan_encoder", "--weights", "random", "--dataset", "digits",
+        "--epochs", "1", "--batch-size", "128", "--no-progress"]
+
+
+def run_eval(argv):
+    return main_guard(lambda: eval_script.main(argv))
+
+
+def rows(db):
+    if not Path(db).exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT protocol, metric, value FROM results").fetchall()
+
+
+def test_all_protocols_share_one_run(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    assert run_eval(["--protocol", "all", *FAST, "--results", str(db),
+                     "KNN.K", "10"]) == 0
+    got = {p: (m, v) for p, m, v in rows(db)}
+    assert list(got) == ["linear", "grad", "gradfeat", "finetune", "knn"]
+    assert got["knn"][0] == "val_knn_top1" and got["knn"][1] > 0.5
+    assert all(0.0 <= v <= 1.0 for _, v in got.values())
+    out = capsys.readouterr().out
+    assert "| bigan_encoder (random) | digits |" in out
+    saved = list((tmp_path / "runs").glob("*.yaml"))
+    assert len(saved) == 1 and "K: 10" in saved[0].read_text()
+
+
+@pytest.mark.parametrize("protocol", ["linear", "grad", "gradfeat", "finetune", "knn"])
+def test_each_protocol(tmp_path, protocol):
+    db = tmp_path / "r.db"
+    opts = ["FINETUNE.OPTIMIZERS", "['adam']", "DATA.LABEL_FRACTION", "0.3"]
+    assert run_eval(["--protocol", protocol, *FAST, "--results", str(db), *opts]) == 0
+    (row,) = rows(db)
+    assert row[0] == protocol and row[1].startswith("val_")
+
+
+def test_listing(capsys):
+    assert run_eval(["--list-protocols", "--list-datasets"]) == 0
+    out = capsys.readouterr().out.split()
+    assert {"gradfeat", "knn", "mnist5k", "digits"} <= set(out)
+    assert run_eval(["--list-models", "timm:resnet1*"]) == 0
+    assert "timm:resnet18" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "timm:no_such_net"], "no_such_net"),
+        (["--model", "nosource:thing"], "nosource"),
+        (["--dataset", "imagenet22k"], "imagenet22k"),
+        (["--weights", "/no/such/file.pt"], "not found"),
+        (["--split", "conv9"], "conv9"),
+        (["--config", "missing.yaml"], "not found"),
+        (["TRAIN.EPOCHS", "many"], "Type mismatch"),
+        (["--epochs"], "expected one argument"),
+        (["--protocol", "ridge"], "invalid choice"),
+        (["--results", "/no/such/dir/r.db"], "does not exist"),
+    ],
+)
+def test_user_errors_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    db = tmp_path / "r.db"
+    base = ["--model", "bigan_encoder", "--weights", "random", "--dataset", "digits",
+            "--epochs", "1", "--results", str(db)]
+    assert run_eval(base + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not db.exists() and not (tmp_path / "runs").exists()
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert run_eval(["--model", "bigan_encoder", "--weights", str(bad),
+                     "--results", str(tmp_path / "r.db")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_offline_pretrained_names_the_alternatives(tmp_path, capsys):
+    assert run_eval(["--model", "timm:resnet18", "--results", str(tmp_path / "r.db")]) == 2
+    err = capsys.readouterr().err
+    assert "--weights random" in err and "--weights PATH" in err
+
+
+def test_nan_loss_leaves_no_row(tmp_path, capsys):
+    db = tmp_path / "r.db"
+    assert run_eval(["--protocol", "linear", *FAST, "--results", str(db),
+                     "TRAIN.LR", "1e30"]) == 2
+    assert "nan" in capsys.readouterr().err.lower() or "inf" in capsys.readouterr().err.lower()
+    assert rows(db) == []
+
+
+def test_exit_status_of_the_script(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eval.py"), "--dataset", "nope",
+         "--results", str(tmp_path / "r.db")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

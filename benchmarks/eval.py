@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from gradfeat_plugin.cli import ArgumentParser, main_guard
-from gradfeat_plugin.config import load_config
+from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.evaluate import evaluate
 from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
 
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_datasets()))
         return 0
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
-    cfg = load_config(args.config, args.opts, overrides)
+    # Without --config, the dataset's shipped defaults apply (configs/datasets/).
+    config_file = args.config or dataset_config(args.dataset or get_cfg().DATA.DATASET)
+    cfg = load_config(config_file, args.opts, overrides)
     results_path = cfg.RESULTS.PATH or default_results_path()
     run = evaluate(cfg, [args.protocol], results_path, progress=not args.no_progress)
     if run.run_id is None:

@@ -1,6 +1,6 @@
 """Defaults and config loading (fvcore ``CfgNode``; YAML files in ``configs/``)."""
 
 from .defaults import get_cfg
-from .loading import CONFIG_DIR, load_config
+from .loading import CONFIG_DIR, dataset_config, load_config
 
-__all__ = ["CONFIG_DIR", "get_cfg", "load_config"]
+__all__ = ["CONFIG_DIR", "dataset_config", "get_cfg", "load_config"]

@@ -40,6 +40,11 @@ _C.TRAIN.SCALE_LR = False
 # The learning rate is multiplied by LR_DECAY every LR_DECAY_EVERY of training.
 _C.TRAIN.LR_DECAY = 0.5
 _C.TRAIN.LR_DECAY_EVERY = 0.25
+# Standardise pooled features with their training-set mean and std: a fixed affine
+# map before the heads of the linear models (linear, grad, gradfeat). It keeps them
+# exactly as expressive and conditions Adam when features share a large offset.
+# Fine-tuning moves the features, so its head reads them as they are.
+_C.TRAIN.STANDARDIZE_FEATURES = True
 # Reuse θ1's outputs across epochs (only without augmentation).
 _C.TRAIN.CACHE_FEATURES = True
 # Batch size of the one pass that computes and stores θ1's outputs.

@@ -30,6 +30,12 @@ def _resolve_file(path: str) -> Path:
     )
 
 
+def dataset_config(dataset: str) -> str | None:
+    """The shipped per-dataset defaults (``configs/datasets/NAME.yaml``), if any."""
+    path = CONFIG_DIR / "datasets" / f"{dataset}.yaml"
+    return str(path) if path.is_file() else None
+
+
 def load_config(
     config_file: str | None = None,
     opts: Sequence[str] = (),

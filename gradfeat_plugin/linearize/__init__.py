@@ -6,10 +6,12 @@ from ._graph import SplitForward, split_forward
 from ._ntk import ntk_scales
 from ._reinit import reinitialize
 from ._split import default_split, resolve_split
+from ._standardize import FeatureStandardization
 from .backbone import LinearizedBackbone, linearize
 
 __all__ = [
     "ENGINES",
+    "FeatureStandardization",
     "LinearizedBackbone",
     "SplitForward",
     "default_split",

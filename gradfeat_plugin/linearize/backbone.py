@@ -14,6 +14,7 @@ from ._fold import fold_batchnorm
 from ._graph import _under, split_forward
 from ._ntk import ntk_scales
 from ._split import SplitSpec, resolve_split
+from ._standardize import FeatureStandardization
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,6 +83,9 @@ class LinearizedBackbone(nn.Module):
         self.pretrained_cfg = cfg
         self.num_features = int(getattr(model, "num_features", 0)) or self._probe_dim()
         self.register_buffer("probe_weight", torch.zeros(0, self.num_features))
+        self.standardize = FeatureStandardization(self.num_features).to(
+            next(self.suffix.parameters())
+        )
         self.head: nn.Module = nn.Identity()
         self.num_classes = 0
         self.reset_classifier(num_classes)
@@ -122,10 +126,15 @@ class LinearizedBackbone(nn.Module):
             for n, t, s in zip(self._tangent_names, self.tangents, self._scales)
         }
         f, jvp = self._engine(self.suffix, tuple(boundary), primals, tangents)
-        return f.flatten(1), jvp.flatten(1)
+        # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
+        return self.standardize(f.flatten(1)), jvp.flatten(1) / self.standardize.std
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled activations ``f(x)`` and the JVP ``J_θ2(x)·w2``, both ``(B, d)``."""
+        """Pooled activations ``f(x)`` and the JVP ``J_θ2(x)·w2``, both ``(B, d)``.
+
+        Both are standardised once ``standardize.set(mean, std)`` was called
+        (a fixed affine map before the head; identity by default).
+        """
         return self.features_from_prefix(self.forward_prefix(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,8 @@ class ProtocolClassifier(BaseClassifier):
 
     #: Which precomputed inputs the protocol consumes when ``cached``.
     cache: str = "boundary"
+    #: Whether the head reads standardised features (see ``set_standardization``).
+    standardizes_features: bool = True
     #: Whether the protocol needs a trained linear probe ω̄ (see ``set_probe``).
     needs_probe: bool = False
 
@@ -115,6 +117,13 @@ class ProtocolClassifier(BaseClassifier):
     def can_cache(cls, cfg: CfgNode) -> bool:
         """Whether the protocol can read stored θ1 outputs under ``cfg``."""
         return True
+
+    def set_standardization(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise the features the head reads with fixed training statistics.
+
+        The map is ``self.model.standardize`` (a :class:`FeatureStandardization`).
+        """
+        self.model.standardize.set(mean, std)
 
     def freeze_all_but_trainable(self) -> None:
         """``requires_grad`` on the trainable parameters only (DDP wants no unused)."""

@@ -75,6 +75,9 @@ class FinetuneProtocol(ProtocolClassifier):
         )
         self.freeze_all_but_trainable()
 
+    # Fine-tuning moves the features, so its head reads them unstandardised.
+    standardizes_features = False
+
     @classmethod
     def optimizer_names(cls, cfg: CfgNode) -> List[str]:
         """Every optimiser of ``cfg.FINETUNE.OPTIMIZERS`` (the best is reported)."""

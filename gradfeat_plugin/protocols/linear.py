@@ -68,7 +68,7 @@ class LinearProtocol(ProtocolClassifier):
             with torch.no_grad():
                 boundary = self.model.forward_prefix(images)
                 features = self.model.suffix(*boundary).flatten(1)
-        return self.classification_head(features)
+        return self.classification_head(self.model.standardize(features))
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:
         return list(self.classification_head.parameters())

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import GradfeatError
-from ..linearize import linearize, resolve_split
+from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import FrozenOutputs
 from ._registry import get_protocol_class
@@ -135,6 +135,7 @@ class _ProtocolRun:
         self.use_cache = bool(cfg.TRAIN.CACHE_FEATURES) and not cfg.DATA.AUGMENT
         self.frozen: FrozenOutputs | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         self.is_global_zero = True
 
     def _datasets(
@@ -142,6 +143,11 @@ class _ProtocolRun:
     ) -> tuple[Dataset, Dataset]:
         if not cached:
             return self.data.train, self.data.test
+        frozen = self._frozen_outputs(device)
+        return frozen.get(cls.cache, self.data.train), frozen.get(cls.cache, self.data.test)
+
+    def _frozen_outputs(self, device: torch.device) -> FrozenOutputs:
+        """The run's store of θ1 outputs and pooled features (built on first use)."""
         if self.frozen is None:
             linearized = linearize(
                 self.backbone.model,
@@ -156,8 +162,14 @@ class _ProtocolRun:
                 self.cfg.DATA.NUM_WORKERS,
                 device,
             )
-        train = self.frozen.get(cls.cache, self.data.train)
-        return train, self.frozen.get(cls.cache, self.data.test)
+        return self.frozen
+
+    def feature_statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the pooled features over the training set (computed once)."""
+        if self.statistics is None:
+            features = self._frozen_outputs(device).features(self.data.train).inputs
+            self.statistics = FeatureStandardization.statistics(features)
+        return self.statistics
 
     def _loader(
         self, dataset: Dataset, batch_size: int, shuffle: bool, cached: bool
@@ -190,6 +202,8 @@ class _ProtocolRun:
             split=self.split,
             batch_size_per_device=batch_size,
         )
+        if cfg.TRAIN.STANDARDIZE_FEATURES and getattr(cls, "standardizes_features", False):
+            module.set_standardization(*self.feature_statistics(trainer.strategy.root_device))
         if cls.needs_probe:
             module.set_probe(*self.trained_probe())
         train, test = self._datasets(cls, cached, trainer.strategy.root_device)

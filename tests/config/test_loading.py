@@ -57,3 +57,10 @@ def test_malformed_yaml(tmp_path):
     bad.write_text("TRAIN: [unclosed\n")
     with pytest.raises(GradfeatError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def test_dataset_defaults_are_shipped_for_the_embedded_data():
+    from gradfeat_plugin.config import dataset_config
+
+    assert load_config(dataset_config("mnist5k")).TRAIN.EPOCHS == 30
+    assert dataset_config("cifar10") is None

@@ -54,3 +54,18 @@ def test_timm_interface():
     assert lin.forward_head(lin.forward_features(x), pre_logits=True).shape == (2, 1024)
     assert lin.pretrained_cfg["num_classes"] == 7
     assert torch.equal(lin.probe_weight, lin.get_classifier().weight)
+
+
+def test_standardization_is_an_affine_map_of_features_and_jvp():
+    torch.manual_seed(0)
+    lin = linearize(build("bigan_encoder"))
+    with torch.no_grad():
+        for _, t in lin.named_tangents():
+            t.normal_()
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    f, jvp = lin.features(x)
+    mean, std = torch.randn(lin.num_features).double(), torch.rand(lin.num_features).double() + 0.5
+    lin.standardize.set(mean, std)
+    f2, jvp2 = lin.features(x)
+    assert torch.allclose(f2, (f - mean) / std, atol=1e-12)
+    assert torch.allclose(jvp2, jvp / std, atol=1e-12)

@@ -21,6 +21,7 @@ def test_map_on_a_hand_checked_example(backbone, cfg):
     probe = LinearProtocol(backbone.model, 2, cfg, task="multilabel", cached=True)
     # Cached "features" that are the scores themselves, read by an identity head.
     probe.classification_head = torch.nn.Linear(2, 2)
+    probe.model.standardize = torch.nn.Identity()
     with torch.no_grad():
         probe.classification_head.weight.copy_(torch.eye(2))
         probe.classification_head.bias.zero_()

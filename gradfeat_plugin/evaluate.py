@@ -71,6 +71,14 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     return backbone, data
 
 
+def _weights_label(weights: str, cfg: CfgNode) -> str:
+    """The weights, plus the Table 1 ablation setting when one part is random."""
+    settings = {"θ1": cfg.ABLATION.THETA1, "θ2": cfg.ABLATION.THETA2, "ω": cfg.ABLATION.PROBE}
+    if all(value == "pretrained" for value in settings.values()):
+        return weights
+    return f"{weights}; " + " ".join(f"{k}={v}" for k, v in settings.items())
+
+
 def evaluate(
     cfg: CfgNode, protocols: list[str], results_path: str, progress: bool = True
 ) -> EvalRun:
@@ -99,7 +107,7 @@ def evaluate(
     flops, params = count_flops(backbone.model, tuple(backbone.input_size))
     common = {
         "model": backbone.spec,
-        "weights": backbone.weights,
+        "weights": _weights_label(backbone.weights, cfg),
         "split": ",".join(backbone.split),
         "dataset": data.name,
         "flops": flops,

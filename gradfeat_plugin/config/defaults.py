@@ -66,6 +66,15 @@ _C.FINETUNE.WHOLE_NETWORK = False
 # Optimisers tried; the best validation metric is reported, as in the paper.
 _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
 
+# The paper's Table 1 ablation: the gradient term of grad and gradfeat is taken
+# through a network whose θ1 and/or θ2 are re-initialised (seeded by TRAIN.SEED),
+# and/or with a random ω instead of the trained probe ω̄. Activations always come
+# from the pretrained network. Each is "pretrained" or "random".
+_C.ABLATION = CfgNode()
+_C.ABLATION.THETA1 = "pretrained"
+_C.ABLATION.THETA2 = "pretrained"
+_C.ABLATION.PROBE = "pretrained"
+
 _C.KNN = CfgNode()
 _C.KNN.K = 20
 _C.KNN.TEMPERATURE = 0.1

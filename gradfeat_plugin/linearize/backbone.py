@@ -40,6 +40,10 @@ class LinearizedBackbone(nn.Module):
         ntk: Use the NTK parametrisation for θ2 and w2.
         engine: JVP engine name (``auto``, ``func``, ``forward_ad``).
         num_classes: Size of the head; 0 leaves ``forward`` returning pre-logits.
+        activation_model: Another backbone that supplies the activations ``f``
+            while the JVP comes from ``model``: the paper's ablation, where the
+            gradient features of a re-initialised network sit beside the
+            pretrained network's activations (Table 1).
 
     >>> import torch, torchvision
     >>> net = torchvision.models.resnet18(num_classes=10)
@@ -58,8 +62,14 @@ class LinearizedBackbone(nn.Module):
         ntk: bool = True,
         engine: str = "auto",
         num_classes: int = 0,
+        activation_model: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.activation_model = (
+            None
+            if activation_model is None
+            else copy.deepcopy(activation_model).eval().requires_grad_(False)
+        )
         model = copy.deepcopy(model).eval().requires_grad_(False)
         self.split = resolve_split(model, split)
         self.folded = fold_batchnorm(model, self.split) if fold_bn else []
@@ -101,6 +111,8 @@ class LinearizedBackbone(nn.Module):
         super().train(mode)
         self.prefix.eval()
         self.suffix.eval()
+        if self.activation_model is not None:
+            self.activation_model.eval()
         return self
 
     def named_tangents(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -114,18 +126,25 @@ class LinearizedBackbone(nn.Module):
     def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """θ1's outputs at the θ2 boundary; cacheable, computed without autograd."""
         with torch.no_grad():
-            return tuple(self.prefix(x))
+            boundary = tuple(self.prefix(x))
+            if self.activation_model is not None:
+                boundary += (self.activation_model(x).flatten(1),)
+            return boundary
 
     def features_from_prefix(
         self, boundary: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f, J·w2)`` from stored θ1 outputs (see :meth:`forward_prefix`)."""
+        if self.activation_model is not None:
+            *boundary, activations = boundary
         primals = dict(self._theta2)
         tangents = {
             n: t * s if s != 1.0 else t
             for n, t, s in zip(self._tangent_names, self.tangents, self._scales)
         }
         f, jvp = self._engine(self.suffix, tuple(boundary), primals, tangents)
+        if self.activation_model is not None:
+            f = activations
         # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
         return self.standardize(f.flatten(1)), jvp.flatten(1) / self.standardize.std
 
@@ -199,6 +218,7 @@ def linearize(
     ntk: bool = True,
     engine: str = "auto",
     num_classes: int = 0,
+    activation_model: nn.Module | None = None,
 ) -> LinearizedBackbone:
     """Linearise ``model`` in its top block(s): see :class:`LinearizedBackbone`.
 
@@ -207,4 +227,6 @@ def linearize(
     >>> lin.split
     ['layer4.1']
     """
-    return LinearizedBackbone(model, split, fold_bn, ntk, engine, num_classes)
+    return LinearizedBackbone(
+        model, split, fold_bn, ntk, engine, num_classes, activation_model
+    )

@@ -5,10 +5,18 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
+import torch
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
-from ..linearize import LinearizedBackbone, linearize, resolve_split, split_forward
+from ..errors import GradfeatError
+from ..linearize import (
+    LinearizedBackbone,
+    linearize,
+    reinitialize,
+    resolve_split,
+    split_forward,
+)
 from ..linearize._split import SplitSpec
 
 
@@ -30,13 +38,53 @@ def linearized_from(
     """
     if isinstance(model, LinearizedBackbone):
         return copy.deepcopy(model)
+    split = split_from(split, cfg)
+    random_parts = ablated_parts(cfg)
+    gradient_model, activation_model = model, None
+    if random_parts:
+        names = resolve_split(model, split)
+        for part in random_parts:
+            gradient_model = reinitialize(gradient_model, names, part, cfg.TRAIN.SEED)
+        activation_model = model
     return linearize(
-        model,
-        split_from(split, cfg),
+        gradient_model,
+        split,
         fold_bn=cfg.MODEL.FOLD_BN,
         ntk=cfg.MODEL.NTK,
         engine=cfg.MODEL.ENGINE,
+        activation_model=activation_model,
     )
+
+
+def _ablation_setting(cfg: CfgNode, key: str) -> bool:
+    value = cfg.ABLATION[key]
+    if value not in ("pretrained", "random"):
+        raise GradfeatError(f"ABLATION.{key} must be pretrained or random, got {value!r}")
+    return value == "random"
+
+
+def ablated_parts(cfg: CfgNode) -> list[str]:
+    """The parts of the network (``theta1``, ``theta2``) the ablation re-initialises."""
+    return [part for part in ("theta1", "theta2") if _ablation_setting(cfg, part.upper())]
+
+
+@torch.no_grad()
+def install_probe(
+    model: LinearizedBackbone, weight: Tensor, bias: Tensor | None, cfg: CfgNode
+) -> None:
+    """Set ω̄ and the initial head from a trained probe, and w2 to zero.
+
+    With ``ABLATION.PROBE = random`` the gradient term uses a fresh random ω
+    (``nn.Linear``'s initialisation, seeded by ``TRAIN.SEED``) while the head
+    still starts from the trained probe, as in the paper's Table 1.
+    """
+    model.set_probe(weight, bias)
+    model.reset_tangents()
+    if _ablation_setting(cfg, "PROBE"):
+        generator = torch.Generator().manual_seed(cfg.TRAIN.SEED)
+        bound = 1.0 / model.num_features**0.5
+        random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
+        model.probe_weight.copy_(random)
 
 
 class SplitNetwork(nn.Module):

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..linearize._split import SplitSpec
 from ._base import Inputs, ProtocolClassifier
-from ._models import linearized_from
+from ._models import ablated_parts, install_probe, linearized_from
 
 
 class GradProtocol(ProtocolClassifier):
@@ -59,10 +59,15 @@ class GradProtocol(ProtocolClassifier):
         self.classification_head = backbone.head
         self.freeze_all_but_trainable()
 
+    @classmethod
+    def can_cache(cls, cfg: CfgNode) -> bool:
+        """The run's stored θ1 outputs belong to the pretrained network, not to an
+        ablated one."""
+        return not ablated_parts(cfg)
+
     def set_probe(self, weight: Tensor, bias: Tensor | None = None) -> None:
         """Install the trained probe ω̄ (frozen); the bias starts from ``bias``."""
-        self.model.set_probe(weight, bias)
-        self.model.reset_tangents()
+        install_probe(self.model, weight, bias, self.cfg)
 
     def forward(self, images: Inputs) -> Tensor:
         boundary = images if self.cached else self.model.forward_prefix(images)

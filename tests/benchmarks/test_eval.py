@@ -118,3 +118,13 @@ def test_exit_status_of_the_script(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_ablation_runs_get_their_own_row(tmp_path):
+    db = tmp_path / "r.db"
+    common = ["--protocol", "grad", *FAST, "--results", str(db)]
+    assert run_eval(common) == 0
+    assert run_eval(common + ["ABLATION.THETA2", "random"]) == 0
+    with sqlite3.connect(db) as conn:
+        weights = [w for (w,) in conn.execute("SELECT weights FROM results")]
+    assert weights == ["random", "random; θ1=pretrained θ2=random ω=pretrained"]

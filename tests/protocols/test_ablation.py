@@ -1,0 +1,67 @@
+"""The Table 1 ablation: gradients of a re-initialised network beside pretrained activations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradfeat_plugin import linearize
+from gradfeat_plugin.errors import GradfeatError
+from gradfeat_plugin.protocols import GradFeatProtocol, GradProtocol, run_protocols
+
+from .conftest import make_cfg
+
+
+def _with(cfg, **ablation):
+    cfg.defrost()
+    for key, value in ablation.items():
+        cfg.ABLATION[key] = value
+    return cfg
+
+
+@pytest.mark.parametrize("part", ["THETA1", "THETA2"])
+def test_activations_stay_pretrained_while_the_jvp_is_ablated(backbone, part):
+    cfg = _with(make_cfg(), **{part: "random"})
+    x = torch.randn(4, 3, 16, 16)
+    ablated = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split)
+    plain = GradFeatProtocol(backbone.model, 10, make_cfg(), split=backbone.split)
+    assert not GradFeatProtocol.can_cache(cfg) and GradFeatProtocol.can_cache(make_cfg())
+    for module in (ablated, plain):
+        with torch.no_grad():
+            for _, t in module.model.named_tangents():
+                t.fill_(0.01)
+    f_ablated, jvp_ablated = ablated.model.features(x)
+    f_plain, jvp_plain = plain.model.features(x)
+    assert torch.allclose(f_ablated, f_plain, atol=1e-6)
+    assert torch.allclose(f_plain, backbone.model.eval()(x), atol=1e-5)
+    assert (jvp_ablated - jvp_plain).abs().max() > 1e-3
+
+
+def test_random_probe_only_changes_the_gradient_term(backbone):
+    cfg = _with(make_cfg(), PROBE="random")
+    module = GradProtocol(backbone.model, 10, cfg, split=backbone.split)
+    weight, bias = torch.randn(10, backbone.num_features), torch.randn(10)
+    module.set_probe(weight, bias)
+    assert not torch.equal(module.model.probe_weight, weight)
+    assert torch.equal(module.model.head.weight, weight)
+    again = GradProtocol(backbone.model, 10, cfg, split=backbone.split)
+    again.set_probe(weight, bias)
+    assert torch.equal(again.model.probe_weight, module.model.probe_weight)
+
+
+def test_linearize_with_activation_model():
+    torch.manual_seed(0)
+    from gradfeat_plugin.backbones.bigan import BiGANEncoder
+
+    pretrained, other = BiGANEncoder(width=8).eval(), BiGANEncoder(width=8).eval()
+    lin = linearize(other, activation_model=pretrained)
+    x = torch.randn(2, 3, 32, 32)
+    assert len(lin.forward_prefix(x)) == 2
+    f, _ = lin.features(x)
+    assert torch.allclose(f, pretrained(x), atol=1e-6)
+
+
+def test_bad_ablation_value(backbone, digits):
+    cfg = _with(make_cfg(), THETA2="shuffled")
+    with pytest.raises(GradfeatError, match="ABLATION.THETA2"):
+        run_protocols(["grad"], backbone, digits, cfg, progress=False)

@@ -33,7 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default=None, metavar="FILE", help="write the table here, not stdout"
     )
+    parser.add_argument(
+        "--update",
+        default=None,
+        metavar="MD",
+        help=f"replace the table between {BEGIN_MARK} and {END_MARK} in this file",
+    )
     return parser
+
+
+BEGIN_MARK = "<!-- leaderboard:begin -->"
+END_MARK = "<!-- leaderboard:end -->"
+
+
+def _updated_document(path: str, table: str) -> str:
+    """The document at ``path`` with the text between the markers replaced."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise GradfeatError(f"cannot read {path}: {err.strerror}") from None
+    start, end = text.find(BEGIN_MARK), text.find(END_MARK)
+    if start < 0 or end < start:
+        raise GradfeatError(f"{path} has no {BEGIN_MARK} ... {END_MARK} section")
+    return text[: start + len(BEGIN_MARK)] + "\n" + table + text[end:]
 
 
 def leaderboard_main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +78,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         raise GradfeatError(
             f"{store.path} holds no results yet; run benchmarks/eval.py first"
         )
-    for target in (args.out, args.plot):
+    for target in (args.out, args.plot, args.update):
         folder = os.path.dirname(os.path.abspath(target)) if target else None
         if folder and not os.path.isdir(folder):
             raise GradfeatError(
@@ -63,11 +86,17 @@ def _leaderboard(args: argparse.Namespace) -> int:
             )
     table = leaderboard_table(records)
     text = render(table, args.format)
+    document = _updated_document(args.update, text) if args.update else None
     if args.plot:
         plot_leaderboard(table, args.plot)
+    if document is not None:
+        temporary = f"{args.update}.tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(document)
+        os.replace(temporary, args.update)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
-    else:
+    elif document is None:
         sys.stdout.write(text)
     return 0

@@ -108,3 +108,22 @@ def test_out_file_in_every_format(filled_db, tmp_path, capsys, fmt):
         assert row.startswith("zoo:tiny,mnist5k,val_top1,2,81.0000,1.4142,")
     else:
         assert "87.00 ± 1.41" in text and "60.00" in text
+
+
+def test_update_replaces_only_the_marked_section(filled_db, tmp_path, capsys):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\nreading above\n<!-- leaderboard:begin -->\nold table\n"
+                   "<!-- leaderboard:end -->\nreading below\n")
+    assert leaderboard_main(["--results", str(filled_db), "--update", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old table" not in text and "81.00 ± 1.41" in text
+    assert text.startswith("# Results\nreading above\n") and text.endswith("reading below\n")
+    assert capsys.readouterr().out == ""
+
+
+def test_update_needs_the_markers(filled_db, tmp_path, capsys):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("no markers here\n")
+    assert leaderboard_main(["--results", str(filled_db), "--update", str(doc)]) == 2
+    assert "leaderboard:begin" in capsys.readouterr().err
+    assert doc.read_text() == "no markers here\n"

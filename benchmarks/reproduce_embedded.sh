@@ -16,3 +16,14 @@ for seed in 0 1 2; do
   run --model zoo:bigan_mnist5k --seed "$seed"
   run --model zoo:rotation_mnist5k --weights random --seed "$seed"   # ablation
 done
+# Table 1's check on the default model: gradients of re-initialised parts (or a random
+# ω) beside the pretrained activations.
+for seed in 0 1 2; do
+  for setting in "THETA1 random ABLATION.THETA2 random ABLATION.PROBE random" \
+                 "THETA2 random" "PROBE random"; do
+    for protocol in grad gradfeat; do
+      # shellcheck disable=SC2086
+      run --model zoo:rotation_mnist5k --seed "$seed" --protocol "$protocol" ABLATION.$setting
+    done
+  done
+done

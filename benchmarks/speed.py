@@ -92,7 +92,7 @@ def gradfeat_step(lin, x, y, opt) -> Callable[[], int]:
     return step
 
 
-def finetune_step(model, split, x, y, num_classes) -> tuple[Callable[[], int], nn.Module]:
+def finetune_step(model, split, x, y, num_classes) -> Callable[[], int]:
     halves = split_forward(model, split)
     prefix, suffix = halves.prefix, halves.suffix
     theta2 = [p for n, p in suffix.named_parameters() if any(n.startswith(s + ".") for s in split)]
@@ -112,7 +112,7 @@ def finetune_step(model, split, x, y, num_classes) -> tuple[Callable[[], int], n
             opt.step()
         return meter.bytes + trainable_bytes(params)
 
-    return step, suffix
+    return step
 
 
 def timed(step: Callable[[], int], device: torch.device) -> tuple[float, int]:
@@ -194,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.randint(0, args.classes, (args.batch_size,), device=device)
 
     steps: dict[str, Callable[[], int]] = {}
-    ft_step, _ = finetune_step(timm.create_model(args.model, num_classes=0).to(device).eval(),
-                               args.split, x, y, args.classes)
-    steps["finetune θ2"] = ft_step
+    steps["finetune θ2"] = finetune_step(
+        timm.create_model(args.model, num_classes=0).to(device).eval(),
+        args.split, x, y, args.classes,
+    )
     for engine in sorted(ENGINES):
         lin = linearize(model, split=args.split, engine=engine, num_classes=args.classes).to(device)
         opt = torch.optim.Adam([p for p in lin.parameters() if p.requires_grad], lr=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable, NoReturn
 
@@ -19,12 +20,17 @@ class ArgumentParser(argparse.ArgumentParser):
 def main_guard(main: Callable[[], int]) -> int:
     """Run a script's ``main``; a :class:`GradfeatError` prints ``error: ...`` and gives 2.
 
+    Lightning's info lines are silenced; its progress bars and warnings are not.
+
     Args:
         main: The script's entry function, returning its exit status.
 
     Returns:
         The exit status for ``sys.exit``.
     """
+    # Lightning's per-Trainer info lines (devices, tips) repeat for every protocol;
+    # progress bars and warnings stay.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     try:
         return main()
     except GradfeatError as exc:

@@ -34,7 +34,8 @@ from torch.nn import functional as F
 
 from gradfeat_plugin import linearize
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
-from gradfeat_plugin.linearize import ENGINES, split_forward
+from gradfeat_plugin.linearize import ENGINES
+from gradfeat_plugin.protocols import SplitNetwork
 
 
 class SavedTensorMeter:
@@ -93,20 +94,16 @@ def gradfeat_step(lin, x, y, opt) -> Callable[[], int]:
 
 
 def finetune_step(model, split, x, y, num_classes) -> Callable[[], int]:
-    halves = split_forward(model, split)
-    prefix, suffix = halves.prefix, halves.suffix
-    theta2 = [p for n, p in suffix.named_parameters() if any(n.startswith(s + ".") for s in split)]
-    for p in theta2:
-        p.requires_grad_(True)
+    network = SplitNetwork(model, split).to(x.device).eval()
     head = nn.Linear(model.num_features, num_classes).to(x)
-    params = theta2 + list(head.parameters())
+    params = network.theta2() + list(head.parameters())
     opt = torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
 
     def step() -> int:
         with SavedTensorMeter().record() as meter:
             with torch.no_grad():
-                boundary = prefix(x)
-            loss = F.cross_entropy(head(suffix(*boundary).flatten(1)), y)
+                boundary = network.prefix(x)
+            loss = F.cross_entropy(head(network.forward_suffix(boundary)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

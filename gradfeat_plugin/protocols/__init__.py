@@ -2,6 +2,7 @@
 
 from ._base import ProtocolClassifier, build_optimizer
 from ._cache import CachedInputs, FrozenOutputs
+from ._models import SplitNetwork
 from ._registry import (
     ENTRY_POINT_GROUP,
     create_protocol,
@@ -34,6 +35,7 @@ __all__ = [
     "LinearProtocol",
     "ProtocolClassifier",
     "ProtocolResult",
+    "SplitNetwork",
     "build_optimizer",
     "build_trainer",
     "create_protocol",

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ..linearize import LinearizedBackbone
 
@@ -48,11 +49,12 @@ def _map_batches(
     num_workers: int,
     device: torch.device,
     as_tuple: bool,
+    description: str = "",
 ) -> CachedInputs:
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     outputs: list[tuple[Tensor, ...]] = []
     targets: list[Tensor] = []
-    for inputs, target in loader:
+    for inputs, target in tqdm(loader, desc=description, disable=not description):
         if isinstance(inputs, list):
             inputs = [t.to(device) for t in inputs]
         else:
@@ -71,6 +73,7 @@ class FrozenOutputs:
         batch_size: Batch size of the computing pass.
         num_workers: DataLoader workers of the computing pass.
         device: Where the pass runs; results are stored on the CPU.
+        progress: Show a progress bar for each pass.
     """
 
     def __init__(
@@ -79,11 +82,13 @@ class FrozenOutputs:
         batch_size: int,
         num_workers: int = 0,
         device: torch.device | str = "cpu",
+        progress: bool = False,
     ) -> None:
         self.backbone = backbone.eval()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.device = torch.device(device)
+        self.progress = progress
         self._store: dict[tuple[str, int], CachedInputs] = {}
 
     def boundary(self, dataset: Dataset) -> CachedInputs:
@@ -98,6 +103,7 @@ class FrozenOutputs:
                 self.num_workers,
                 self.device,
                 as_tuple=True,
+                description="storing θ1 outputs" if self.progress else "",
             )
         return self._store[key]
 
@@ -112,6 +118,7 @@ class FrozenOutputs:
                 0,
                 self.device,
                 as_tuple=False,
+                description="pooling stored features" if self.progress else "",
             )
         return self._store[key]
 

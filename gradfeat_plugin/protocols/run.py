@@ -161,6 +161,7 @@ class _ProtocolRun:
                 self.cfg.TRAIN.CACHE_BATCH_SIZE,
                 self.cfg.DATA.NUM_WORKERS,
                 device,
+                progress=self.progress,
             )
         return self.frozen
 

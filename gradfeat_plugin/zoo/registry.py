@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import get_cfg
 from ..errors import GradfeatError
 from .archs import create_arch
 from .cache import zoo_cache_dir
@@ -58,8 +60,14 @@ def list_zoo_models() -> list[str]:
 
 
 def zoo_checkpoint_path(name: str) -> str:
-    """The cached checkpoint of a zoo model (its metadata: same name, ``.json``)."""
-    return os.path.join(zoo_cache_dir(), f"{name}.pth")
+    """The cached checkpoint of a zoo model (its metadata: same name, ``.json``).
+
+    The file name carries a digest of the recipe (the zoo entry and the PRETRAIN
+    defaults), so changing a recipe pretrains afresh instead of reusing old weights.
+    """
+    recipe = f"{ZOO[name]!r}\n{get_cfg().PRETRAIN.dump()}" if name in ZOO else name
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]
+    return os.path.join(zoo_cache_dir(), f"{name}-{digest}.pth")
 
 
 def zoo_model(name: str, pretrained: bool = True, progress: bool = True) -> nn.Module:

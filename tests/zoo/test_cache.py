@@ -51,10 +51,9 @@ def test_cached_model_round_trips(cache):
     assert not model.training
     assert model.pretrained_cfg["file"] == path
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
-    assert sorted(os.listdir(cache)) == [
-        "supervised_digits.json",
-        "supervised_digits.pth",
-    ]
+    stem = os.path.basename(path)[: -len(".pth")]
+    assert stem.startswith("supervised_digits-")
+    assert sorted(os.listdir(cache)) == [f"{stem}.json", f"{stem}.pth"]
 
 
 def test_random_init_architecture_has_the_backbone_interface():
@@ -68,9 +67,18 @@ def test_random_init_architecture_has_the_backbone_interface():
 
 
 def test_corrupt_checkpoint_is_a_user_error(cache):
-    (cache / "rotation_mnist5k.pth").write_bytes(b"not a checkpoint")
+    with open(zoo_checkpoint_path("rotation_mnist5k"), "wb") as f:
+        f.write(b"not a checkpoint")
     with pytest.raises(GradfeatError, match="corrupt.*delete it"):
         zoo_model("rotation_mnist5k")
+
+
+def test_cache_name_follows_the_recipe(monkeypatch):
+    before = zoo_checkpoint_path("rotation_mnist5k")
+    assert before == zoo_checkpoint_path("rotation_mnist5k")
+    entry = ZOO["rotation_mnist5k"]
+    monkeypatch.setitem(ZOO, "rotation_mnist5k", type(entry)(**{**vars(entry), "epochs": 2}))
+    assert zoo_checkpoint_path("rotation_mnist5k") != before
 
 
 def test_unknown_zoo_model_is_a_user_error():

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from gradfeat_plugin.data import dataset_targets, get_dataset
-from gradfeat_plugin.zoo import zoo_checkpoint_path, zoo_model
+from gradfeat_plugin.zoo import metadata_path, zoo_checkpoint_path, zoo_model
 
 PRETRAIN_BUDGET_S = 120.0
 
@@ -45,7 +45,7 @@ def test_default_model_pretrains_fast_and_beats_random_features(tmp_path, monkey
     monkeypatch.setenv("GRADFEAT_CACHE", str(tmp_path))
     model = zoo_model("rotation_mnist5k", progress=False)
     path = zoo_checkpoint_path("rotation_mnist5k")
-    meta = json.loads((tmp_path / "rotation_mnist5k.json").read_text())
+    meta = json.loads(open(metadata_path(path)).read())
     assert meta["recipe"] == "rotation" and meta["dataset"] == "mnist5k"
     assert meta["wall_time_s"] <= PRETRAIN_BUDGET_S
     # Chance level of the 4-way rotation task is ln 4 = 1.39.

@@ -34,8 +34,10 @@ from torch.nn import functional as F
 
 from gradfeat_plugin import linearize
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
-from gradfeat_plugin.linearize import ENGINES
 from gradfeat_plugin.protocols import SplitNetwork
+
+
+FORWARD_MODE_ENGINES = ("forward_ad", "func")
 
 
 class SavedTensorMeter:
@@ -69,7 +71,7 @@ def linear_step(lin, x, y, opt) -> Callable[[], int]:
     def step() -> int:
         with SavedTensorMeter().record() as meter:
             with torch.no_grad():
-                f = lin.suffix(*lin.prefix(x)).flatten(1)
+                f = lin.activations_from_prefix(lin.forward_prefix(x))
             loss = F.cross_entropy(lin.head(f), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -102,7 +104,7 @@ def finetune_step(model, split, x, y, num_classes) -> Callable[[], int]:
     def step() -> int:
         with SavedTensorMeter().record() as meter:
             with torch.no_grad():
-                boundary = network.prefix(x)
+                boundary = network.forward_prefix(x)
             loss = F.cross_entropy(head(network.forward_suffix(boundary)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         timm.create_model(args.model, num_classes=0).to(device).eval(),
         args.split, x, y, args.classes,
     )
-    for engine in sorted(ENGINES):
+    # The forward-mode engines; the others are fallbacks for ops these cannot run.
+    for engine in FORWARD_MODE_ENGINES:
         lin = linearize(model, split=args.split, engine=engine, num_classes=args.classes).to(device)
         opt = torch.optim.Adam([p for p in lin.parameters() if p.requires_grad], lr=1e-3)
         if not steps.get("linear probe"):

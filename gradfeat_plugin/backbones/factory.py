@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import GradfeatError
 from ..linearize import default_split
+from ..linearize.backbone import _input_size
 from . import _offline
 from ._registry import get_factory, get_source
 from .checkpoint import load_checkpoint
@@ -92,10 +93,10 @@ def create_backbone(spec: str, weights: str = "pretrained", **kwargs: Any) -> Ba
         load_checkpoint(model, weights)
     model.eval()
     data_config = resolve_model_data_config(model)
-    input_size = tuple(data_config["input_size"])
-    num_features = getattr(model, "num_features", None) or feature_dim(
-        model, input_size, spec
-    )
+    input_size = _input_size(model, {"input_size": tuple(data_config["input_size"])})
+    # The real pooled width: timm's num_features is the width before a
+    # pre-logits layer on some families (head_hidden_size).
+    num_features = feature_dim(model, input_size, spec)
     return Backbone(
         model=model,
         spec=spec,

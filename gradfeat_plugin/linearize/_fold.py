@@ -12,7 +12,7 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _pairs_from_graph(model: nn.Module, split: list[str]) -> list[tuple[str, str]]:
-    graph = _BackboneTracer().trace(model)
+    graph = _BackboneTracer().trace_images(model)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not _under(node.target, split):

@@ -8,10 +8,13 @@ tensors. Caching the prefix's outputs lets every epoch skip θ1 entirely. Models
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx, nn
 
 
@@ -32,6 +35,18 @@ class _BackboneTracer(fx.Tracer):
         if self._leaf_types and isinstance(m, self._leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def trace_images(self, model: nn.Module) -> fx.Graph:
+        """Trace ``model(images)``: optional arguments keep their defaults, so a
+        ``mask=None`` takes the branch a plain call takes."""
+        parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+        concrete = {
+            p.name: p.default
+            for p in parameters
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        return self.trace(model, concrete_args=concrete or None)
 
 
 def _under(target: str, names: list[str]) -> bool:
@@ -75,7 +90,7 @@ def split_forward(model: nn.Module, split: list[str]) -> SplitForward:
         A :class:`SplitForward`; parameter names of the suffix match ``model``'s.
     """
     try:
-        graph = _BackboneTracer().trace(model)
+        graph = _BackboneTracer().trace_images(model)
     except Exception as exc:  # any tracing failure means: run the whole model
         warnings.warn(
             f"torch.fx cannot trace {type(model).__name__} ({exc.__class__.__name__}); "
@@ -136,3 +151,75 @@ def _pruned(model: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
     module.recompile()
     module.delete_all_unused_submodules()
     return module
+
+
+class BoundaryCodec:
+    """Splits θ1's outputs into tensors, which can be cached, and constants.
+
+    A cut may hand θ2 Python values besides tensors (DaViT passes its batch size,
+    height and width as ints). Only the tensors are returned for caching; the
+    other values are remembered by the per-item shapes of the tensors they came
+    with and put back in place before the suffix runs. A value that follows the
+    batch size (seen at two batch sizes) is filled in from the batch at hand.
+    """
+
+    def __init__(self) -> None:
+        # per-item shapes -> (tree spec, constants by leaf index, batch size seen,
+        # indices of the leaves that are the batch size)
+        self._layouts: dict[tuple, tuple[object, dict[int, object], int, set[int]]] = {}
+
+    @staticmethod
+    def _key(tensors: tuple[torch.Tensor, ...]) -> tuple:
+        return tuple(tuple(t.shape[1:]) for t in tensors)
+
+    @staticmethod
+    def _batch(tensors: Sequence[torch.Tensor]) -> int:
+        return int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 0
+
+    def encode(self, outputs: object) -> tuple[torch.Tensor, ...]:
+        """The tensors among ``outputs`` (any nesting); the rest is remembered."""
+        leaves, spec = pytree.tree_flatten(outputs)
+        tensors = tuple(leaf for leaf in leaves if isinstance(leaf, torch.Tensor))
+        constants = {
+            i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, torch.Tensor)
+        }
+        key, batch = self._key(tensors), self._batch(tensors)
+        batch_slots: set[int] = set()
+        if key in self._layouts:
+            _, seen, seen_batch, batch_slots = self._layouts[key]
+            if seen_batch != batch:
+                batch_slots = batch_slots | {
+                    i
+                    for i, value in constants.items()
+                    if value == batch and seen.get(i) == seen_batch
+                }
+        self._layouts[key] = (spec, constants, batch, batch_slots)
+        return tensors
+
+    def decode(self, tensors: Sequence[torch.Tensor]) -> tuple[object, ...]:
+        """The suffix's arguments from the tensors :meth:`encode` returned."""
+        tensors = tuple(tensors)
+        layout = self._layouts.get(self._key(tensors))
+        if layout is None:
+            if any(constants for _, constants, _, _ in self._layouts.values()):
+                raise ValueError(
+                    "θ1's outputs have shapes "
+                    f"{[tuple(t.shape) for t in tensors]} that this model has not "
+                    "computed; run forward_prefix at this input size first"
+                )
+            return tensors
+        spec, constants, seen_batch, batch_slots = layout
+        batch = self._batch(tensors)
+        if batch != seen_batch and any(
+            i not in batch_slots and value == seen_batch for i, value in constants.items()
+        ):
+            raise ValueError(
+                f"θ1's outputs pass the batch size {seen_batch} as a constant; "
+                "run forward_prefix on a batch of this size first"
+            )
+        pieces = iter(tensors)
+        leaves = [
+            (batch if i in batch_slots else constants[i]) if i in constants else next(pieces)
+            for i in range(spec.num_leaves)
+        ]
+        return tuple(pytree.tree_unflatten(leaves, spec))

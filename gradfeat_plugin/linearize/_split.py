@@ -3,32 +3,133 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Sequence
 
 from torch import nn
 
 SplitSpec = str | Sequence[str] | None
 
+#: Layers whose weights make a module a real block of the trunk.
+WEIGHTED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+#: Containers whose elements are a network's blocks or stages.
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+#: Path components that mark the classifier side of a network, never θ2 by default.
+HEAD_NAMES = frozenset(
+    {"head", "heads", "fc", "classifier", "pre_logits", "head_drop", "global_pool"}
+)
+#: The smallest share of the parameters a default θ2 holds before it grows a level.
+MIN_DEFAULT_SHARE = 0.01
+
 
 def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
 
-def _last_child_with_params(module: nn.Module) -> str | None:
-    for name, child in reversed(list(module.named_children())):
-        if _has_params(child):
-            return name
-    return None
+def _num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _weighted_layers(module: nn.Module) -> int:
+    return sum(isinstance(m, WEIGHTED_LAYERS) for m in module.modules())
+
+
+def _is_real_block(module: nn.Module) -> bool:
+    """A block, not a layer: two or more conv/linear layers inside."""
+    return _weighted_layers(module) >= 2
+
+
+def _classifier_side(name: str) -> bool:
+    # Auxiliary classifiers (GoogLeNet's aux1/aux2, Inception's AuxLogits) too.
+    return any(
+        part in HEAD_NAMES or part.lower().startswith("aux") for part in name.split(".")
+    )
+
+
+def _holds_blocks(module: nn.Module) -> bool:
+    """A container, or a module with three or more real blocks of one class."""
+    if isinstance(module, CONTAINERS):
+        return True
+    classes: dict[type, int] = {}
+    for child in module.children():
+        if _is_real_block(child) and not isinstance(child, CONTAINERS):
+            classes[type(child)] = classes.get(type(child), 0) + 1
+    return any(count >= 3 for count in classes.values())
+
+
+@dataclass(frozen=True)
+class SplitCandidate:
+    """A module that can serve as θ2: a block, a stage, or a top-level layer.
+
+    Attributes:
+        name: Its module name in the backbone.
+        num_params: Its parameter count.
+        share: Its share of the backbone's parameters.
+        block: True for a block (an element of a container, or one of three or
+            more blocks of one class under one parent) holding two or more conv or
+            linear layers.
+    """
+
+    name: str
+    num_params: int
+    share: float
+    block: bool
+
+
+def split_candidates(model: nn.Module) -> list[SplitCandidate]:
+    """Modules worth linearising, in registration (≈ execution) order.
+
+    Blocks (residual, stage and transformer blocks: elements of a
+    ``Sequential``/``ModuleList``/``ModuleDict``, or repeated children of one
+    class, holding two or more conv or linear layers), and the top-level children
+    and containers that hold such layers; norms, pooling and classifier-side layers
+    are left out.
+
+    Args:
+        model: The backbone.
+
+    Returns:
+        The candidates, each with its parameter count and share.
+    """
+    total = max(1, _num_params(model))
+    modules = dict(model.named_modules())
+    holds = {name: _holds_blocks(m) for name, m in modules.items()}
+    candidates = []
+    for name, module in modules.items():
+        if not name or _classifier_side(name) or not _weighted_layers(module):
+            continue
+        parent = name.rpartition(".")[0]
+        block = holds[parent] and _is_real_block(module)
+        top_level = "." not in name
+        container = isinstance(module, CONTAINERS) and _is_real_block(module)
+        if block or top_level or container:
+            count = _num_params(module)
+            candidates.append(SplitCandidate(name, count, count / total, block))
+    return candidates
+
+
+def _inside(name: str, outer: str) -> bool:
+    return outer == "" or name.startswith(outer + ".")
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
 
 
 def default_split(model: nn.Module) -> list[str]:
-    """The default θ2 of a backbone: its topmost residual/stage/transformer block.
+    """The default θ2 of a backbone: the last block of its last stage.
 
-    An attribute ``gradfeat_split`` on the model wins. Otherwise, by family: ResNets
-    (timm or torchvision) take the last block of ``layer4``, ConvNeXt the last block
-    of the last stage, ViTs the last transformer block, and anything else the last
-    child module that has parameters (descending into a ``Sequential`` so that the
-    top layer, not the whole trunk, is chosen).
+    An attribute ``gradfeat_split`` on the model wins. Otherwise the blocks are the
+    modules holding two or more conv or linear layers that are elements of the
+    model's containers (timm's ``stages``/``blocks``/``layers``, torchvision's
+    ``features``/``layerN``/``encoder.layers``, as ``Sequential``, ``ModuleList``
+    or ``ModuleDict``) or repeated children of one class (``s1..s4``, ``b1..b7``).
+    θ2 is the last block registered, narrowed to the last of the blocks it holds
+    in sequence (a stage's last block rather than the whole stage). A block
+    holding less than 1 % of the parameters grows to the block that encloses it.
+    Norms, pooling and classifier-side layers (``head``, ``fc``, ``classifier``,
+    ``pre_logits``) are never chosen. A network with no such block (a plain stack
+    of layers) gets its last conv or linear layer.
 
     Args:
         model: The backbone whose forward returns pooled features.
@@ -43,32 +144,44 @@ def default_split(model: nn.Module) -> list[str]:
     explicit = getattr(model, "gradfeat_split", None)
     if explicit:
         return [explicit] if isinstance(explicit, str) else list(explicit)
-    modules = dict(model.named_modules())
-    layer4 = modules.get("layer4")
-    if isinstance(layer4, nn.Sequential) and len(layer4) > 0:
-        return [f"layer4.{len(layer4) - 1}"]
-    stages = modules.get("stages")
-    if isinstance(stages, nn.Sequential) and len(stages) > 0:
-        last_stage = stages[-1]
-        blocks = getattr(last_stage, "blocks", None)
-        if isinstance(blocks, nn.Sequential) and len(blocks) > 0:
-            return [f"stages.{len(stages) - 1}.blocks.{len(blocks) - 1}"]
-        return [f"stages.{len(stages) - 1}"]
-    blocks = modules.get("blocks")
-    if isinstance(blocks, nn.Sequential) and len(blocks) > 0:
-        return [f"blocks.{len(blocks) - 1}"]
-    prefix = ""
-    current = model
+    chain = _last_nested(model, [c for c in split_candidates(model) if c.block])
+    if not chain:
+        # A plain stack of layers: its last conv or linear layer (one named like a
+        # head only when nothing else is there), else its last layer with weights.
+        named = [(n, m) for n, m in model.named_modules() if n]
+        weighted = [n for n, m in named if isinstance(m, WEIGHTED_LAYERS)]
+        trunk = [n for n in weighted if not _classifier_side(n)]
+        leaves = [n for n, m in named if _has_params(m) and not any(True for _ in m.children())]
+        for choice in (trunk, weighted, leaves):
+            if choice:
+                return [choice[-1]]
+        raise ValueError(f"model {type(model).__name__} has no parameters to linearise")
+    for candidate in chain:
+        if candidate.share >= MIN_DEFAULT_SHARE:
+            return [candidate.name]
+    return [chain[-1].name]
+
+
+def _last_nested(model: nn.Module, blocks: list[SplitCandidate]) -> list[SplitCandidate]:
+    """The last block and the blocks enclosing it, innermost first."""
+    if not blocks:
+        return []
+    outer = [b for b in blocks if not any(_inside(b.name, o.name) for o in blocks if o != b)]
+    chain = [outer[-1]]
     while True:
-        child = _last_child_with_params(current)
-        if child is None:
-            raise ValueError(f"model {type(model).__name__} has no parameters to linearise")
-        name = prefix + child
-        sub = getattr(current, child)
-        if isinstance(sub, nn.Sequential) and _last_child_with_params(sub) is not None:
-            prefix, current = name + ".", sub
-            continue
-        return [name]
+        inner = [b for b in blocks if b != chain[0] and _inside(b.name, chain[0].name)]
+        direct = [b for b in inner if not any(_inside(b.name, o.name) for o in inner if o != b)]
+        # Descend into a sequence of blocks, or the one block a container wraps,
+        # never into a lone sub-module (a squeeze-excitation, a branch).
+        if not direct:
+            return chain
+        last = direct[-1]
+        in_sequence = sum(_parent(b.name) == _parent(last.name) for b in direct) >= 2
+        parent = model.get_submodule(_parent(last.name))
+        wrapped = sum(_has_params(c) for c in parent.children()) == 1
+        if not (in_sequence or wrapped):
+            return chain
+        chain.insert(0, last)
 
 
 def resolve_split(model: nn.Module, split: SplitSpec = None) -> list[str]:

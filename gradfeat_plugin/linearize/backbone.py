@@ -9,20 +9,32 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._engines import get_engine
+from ._engines import AUTO_ENGINES, get_engine
 from ._fold import fold_batchnorm
-from ._graph import _under, split_forward
+from ._graph import BoundaryCodec, _under, split_forward
 from ._ntk import ntk_scales
 from ._split import SplitSpec, resolve_split
 from ._standardize import FeatureStandardization
+from ._stateful import bypass_eval_caches, keep_computing
+from ._verify import select_engine, verify_linearization
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _input_size(model: nn.Module, cfg: dict[str, Any]) -> tuple[int, int, int]:
-    size = cfg.get("input_size") or getattr(model, "input_size", None)
-    return tuple(size) if size else (3, 224, 224)
+def _input_size(model: nn.Module, cfg: dict[str, Any]) -> tuple[int, ...]:
+    size = tuple(cfg.get("input_size") or getattr(model, "input_size", None) or (3, 224, 224))
+    # timm's patch embeddings know the size they were built for, which a
+    # create_model(img_size=...) leaves out of pretrained_cfg.
+    embed = getattr(model, "patch_embed", None)
+    img_size = getattr(embed, "img_size", None)
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and len(size) == 3:
+        size = (size[0], *map(int, img_size))
+    # A model built with in_chans=1 keeps timm's 3-channel pretrained_cfg.
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None and len(size) == 3:
+        size = (first_conv.in_channels, *size[1:])
+    return size
 
 
 class LinearizedBackbone(nn.Module):
@@ -44,6 +56,14 @@ class LinearizedBackbone(nn.Module):
             while the JVP comes from ``model``: the paper's ablation, where the
             gradient features of a re-initialised network sit beside the
             pretrained network's activations (Table 1).
+        input_size: ``(C, H, W)`` of the images it will see; default: the
+            model's ``pretrained_cfg``. The self-check runs at this size.
+        verify: Check the linearisation once, on a small random batch: ``f``
+            equals the original model's features, the JVP agrees with
+            reverse-mode autodiff (the adjoint identity, in float64) and its
+            gradient exists in the model's dtype. With ``engine="auto"`` the
+            first engine that passes is used (:attr:`engine` says which). A
+            failure raises :class:`LinearizationError` naming θ2.
 
     >>> import torch, torchvision
     >>> net = torchvision.models.resnet18(num_classes=10)
@@ -63,6 +83,8 @@ class LinearizedBackbone(nn.Module):
         engine: str = "auto",
         num_classes: int = 0,
         activation_model: nn.Module | None = None,
+        verify: bool = True,
+        input_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.activation_model = (
@@ -70,13 +92,14 @@ class LinearizedBackbone(nn.Module):
             if activation_model is None
             else copy.deepcopy(activation_model).eval().requires_grad_(False)
         )
+        original = model
         model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._cache_owners = bypass_eval_caches(model)
         self.split = resolve_split(model, split)
         self.folded = fold_batchnorm(model, self.split) if fold_bn else []
-        self.engine = engine
-        self._engine = get_engine(engine)
         halves = split_forward(model, self.split)
         self.prefix, self.suffix, self.traced = halves.prefix, halves.suffix, halves.traced
+        self._codec = BoundaryCodec()
         self._theta2 = [
             (n, p) for n, p in self.suffix.named_parameters() if _under(n, self.split)
         ]
@@ -87,11 +110,22 @@ class LinearizedBackbone(nn.Module):
         scales = ntk_scales(self.suffix, self._tangent_names) if ntk else {}
         self._scales = [scales.get(n, 1.0) for n in self._tangent_names]
         cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-        cfg.setdefault("input_size", _input_size(model, cfg))
+        cfg["input_size"] = tuple(input_size) if input_size else _input_size(model, cfg)
         cfg.setdefault("mean", IMAGENET_MEAN)
         cfg.setdefault("std", IMAGENET_STD)
         self.pretrained_cfg = cfg
-        self.num_features = int(getattr(model, "num_features", 0)) or self._probe_dim()
+        sample = self._sample_input()
+        candidates = AUTO_ENGINES if engine == "auto" else (engine,)
+        if verify:
+            self.engine = select_engine(self, candidates, sample)
+        else:
+            get_engine(candidates[0])
+            self.engine = candidates[0]
+        self._engine = get_engine(self.engine)
+        # The width of the real pooled output: timm's num_features is the width
+        # before a pre-logits layer (head_hidden_size) on some families.
+        self.num_features = self._probe_dim(sample)
+        self.check = verify_linearization(self, original, sample) if verify else None
         self.register_buffer("probe_weight", torch.zeros(0, self.num_features))
         self.standardize = FeatureStandardization(self.num_features).to(
             next(self.suffix.parameters())
@@ -100,17 +134,25 @@ class LinearizedBackbone(nn.Module):
         self.num_classes = 0
         self.reset_classifier(num_classes)
 
-    @torch.no_grad()
-    def _probe_dim(self) -> int:
+    def _sample_input(self) -> torch.Tensor:
+        """Two seeded random images at the model's input size, dtype and device."""
         param = next(self.suffix.parameters())
-        x = torch.zeros(1, *self.pretrained_cfg["input_size"], dtype=param.dtype)
-        return int(self.suffix(*self.prefix(x)).flatten(1).shape[1])
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(2, *self.pretrained_cfg["input_size"], generator=generator)
+        return x.to(param)
+
+    @torch.no_grad()
+    def _probe_dim(self, sample: torch.Tensor) -> int:
+        # A second batch size shows which Python values at the cut follow it.
+        boundary = self.forward_prefix(torch.cat([sample, sample[:1]]))
+        return int(self.activations_from_prefix(boundary).shape[1])
 
     def train(self, mode: bool = True) -> "LinearizedBackbone":
         """Set the head's mode; the frozen backbone always stays in eval mode."""
         super().train(mode)
         self.prefix.eval()
         self.suffix.eval()
+        keep_computing(self._cache_owners)
         if self.activation_model is not None:
             self.activation_model.eval()
         return self
@@ -119,17 +161,37 @@ class LinearizedBackbone(nn.Module):
         """``(name, w2)`` pairs, one per θ2 parameter, named as in the model."""
         return zip(self._tangent_names, self.tangents)
 
+    def _theta2_params(self) -> list[nn.Parameter]:
+        return [p for _, p in self._theta2]
+
     def named_theta2(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(name, θ2)`` pairs: the frozen parameters the tangents belong to."""
         return iter(self._theta2)
 
     def forward_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """θ1's outputs at the θ2 boundary; cacheable, computed without autograd."""
+        """θ1's outputs at the θ2 boundary: tensors only, cacheable, no autograd.
+
+        Python values the cut passes along (sizes, flags) are kept by the model
+        as constants of the input size, not returned.
+        """
         with torch.no_grad():
-            boundary = tuple(self.prefix(x))
+            boundary = self._codec.encode(self.prefix(x))
             if self.activation_model is not None:
                 boundary += (self.activation_model(x).flatten(1),)
             return boundary
+
+    def _suffix_inputs(self, boundary: Sequence[torch.Tensor]) -> tuple[Any, ...]:
+        """The suffix's arguments from :meth:`forward_prefix`'s tensors."""
+        if self.activation_model is not None:
+            boundary = boundary[:-1]
+        return self._codec.decode(boundary)
+
+    @torch.no_grad()
+    def activations_from_prefix(self, boundary: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The pooled activations ``f`` alone (no JVP, not standardised)."""
+        if self.activation_model is not None:
+            return boundary[-1]
+        return self.suffix(*self._codec.decode(boundary)).flatten(1)
 
     def features_from_prefix(
         self, boundary: Sequence[torch.Tensor]
@@ -142,7 +204,8 @@ class LinearizedBackbone(nn.Module):
             n: t * s if s != 1.0 else t
             for n, t, s in zip(self._tangent_names, self.tangents, self._scales)
         }
-        f, jvp = self._engine(self.suffix, tuple(boundary), primals, tangents)
+        inputs = self._codec.decode(boundary)
+        f, jvp = self._engine(self.suffix, inputs, primals, tangents)
         if self.activation_model is not None:
             f = activations
         # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
@@ -219,6 +282,8 @@ def linearize(
     engine: str = "auto",
     num_classes: int = 0,
     activation_model: nn.Module | None = None,
+    verify: bool = True,
+    input_size: Sequence[int] | None = None,
 ) -> LinearizedBackbone:
     """Linearise ``model`` in its top block(s): see :class:`LinearizedBackbone`.
 
@@ -228,5 +293,6 @@ def linearize(
     ['layer4.1']
     """
     return LinearizedBackbone(
-        model, split, fold_bn, ntk, engine, num_classes, activation_model
+        model, split, fold_bn, ntk, engine, num_classes, activation_model, verify,
+        input_size,
     )

@@ -112,7 +112,7 @@ class FrozenOutputs:
         key = ("features", id(dataset))
         if key not in self._store:
             self._store[key] = _map_batches(
-                lambda boundary: (self.backbone.suffix(*boundary).flatten(1),),
+                lambda boundary: (self.backbone.activations_from_prefix(boundary),),
                 self.boundary(dataset),
                 self.batch_size,
                 0,

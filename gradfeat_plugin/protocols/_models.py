@@ -17,7 +17,10 @@ from ..linearize import (
     resolve_split,
     split_forward,
 )
+from ..linearize._graph import BoundaryCodec
 from ..linearize._split import SplitSpec
+from ..linearize._stateful import bypass_eval_caches, keep_computing
+from ..linearize.backbone import _input_size
 
 
 def split_from(split: SplitSpec, cfg: CfgNode) -> SplitSpec:
@@ -106,17 +109,33 @@ class SplitNetwork(nn.Module):
         super().__init__()
         self.frozen_prefix = frozen_prefix
         model = copy.deepcopy(model).eval()
+        # θ2 changes every step, so nothing may be memoised from its parameters.
+        self._cache_owners = bypass_eval_caches(model)
         self.split = resolve_split(model, split)
         halves = split_forward(model, self.split)
         self.prefix, self.suffix = halves.prefix, halves.suffix
         self.prefix.requires_grad_(not frozen_prefix)
-        self.num_features = int(getattr(model, "num_features", 0))
+        self._codec = BoundaryCodec()
+        self.num_features = self._probe_dim(model)
+
+    @torch.no_grad()
+    def _probe_dim(self, model: nn.Module) -> int:
+        """The pooled width, from batches of two sizes (which also teach the codec
+        the Python values θ1 hands θ2)."""
+        size = _input_size(model, dict(getattr(model, "pretrained_cfg", None) or {}))
+        param = next(self.suffix.parameters())
+        out = None
+        for batch in (2, 3):
+            x = torch.zeros(batch, *size).to(param)
+            out = self.forward_suffix(self._codec.encode(self.prefix(x)))
+        return int(out.shape[1])
 
     def train(self, mode: bool = True) -> "SplitNetwork":
         """Set the mode; a frozen θ1 always stays in eval mode."""
         super().train(mode)
         if self.frozen_prefix:
             self.prefix.eval()
+        keep_computing(self._cache_owners)
         return self
 
     def theta2(self) -> list[nn.Parameter]:
@@ -128,8 +147,12 @@ class SplitNetwork(nn.Module):
         ]
 
     def forward_suffix(self, boundary: Sequence[Tensor]) -> Tensor:
-        """Pooled features from θ1's outputs."""
-        return self.suffix(*boundary).flatten(1)
+        """Pooled features from θ1's outputs (the tensors ``forward_prefix`` gives)."""
+        return self.suffix(*self._codec.decode(boundary)).flatten(1)
+
+    def forward_prefix(self, x: Tensor) -> tuple[Tensor, ...]:
+        """θ1's outputs at the θ2 boundary, tensors only."""
+        return self._codec.encode(self.prefix(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_suffix(self.prefix(x))
+        return self.forward_suffix(self.forward_prefix(x))

@@ -92,7 +92,7 @@ class FinetuneProtocol(ProtocolClassifier):
         if self.cached:
             features = self.model.forward_suffix(images)
         else:
-            features = self.model.forward_suffix(self.model.prefix(images))
+            features = self.model.forward_suffix(self.model.forward_prefix(images))
         return self.classification_head(features)
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:

@@ -67,7 +67,7 @@ class LinearProtocol(ProtocolClassifier):
         else:
             with torch.no_grad():
                 boundary = self.model.forward_prefix(images)
-                features = self.model.suffix(*boundary).flatten(1)
+                features = self.model.activations_from_prefix(boundary)
         return self.classification_head(self.model.standardize(features))
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:

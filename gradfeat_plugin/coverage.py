@@ -1,0 +1,228 @@
+"""Does gradfeat work on an architecture? Every check the coverage sweep runs.
+
+For one backbone (random weights, BatchNorm statistics randomised so folding is
+exercised) and its default θ2:
+
+- **runs**: :func:`linearize` builds, passes its self-check, and w2 trains in float32;
+- **exact**: the JVP with folding and NTK scaling off equals central finite
+  differences of the *original* model in float64 (relative error);
+- **f unchanged**: the linearised model's features equal the original's;
+- **cache**: θ1's outputs of a batch of 3, sliced to 2, give the same ``(f, J·w)``
+  as the images themselves;
+- **real θ2**: the default θ2 holds a conv or linear weight and ≥ 1 % of the
+  parameters;
+- **step cost**: a gradfeat step over cached θ1 outputs against a fine-tuning
+  step of θ2 (median of interleaved pairs).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .linearize import linearize, split_candidates
+from .linearize._split import MIN_DEFAULT_SHARE, WEIGHTED_LAYERS, _num_params
+from .linearize._stateful import bypass_eval_caches
+
+#: Largest relative error of the JVP against finite differences, in float64.
+EXACT_TOLERANCE = 1e-6
+#: Largest relative error of the float32 features against the original model's.
+FEATURE_TOLERANCE = 1e-4
+
+
+@dataclass
+class CoverageRow:
+    """One architecture's results (``None`` where a check could not run)."""
+
+    spec: str
+    split: list[str] = field(default_factory=list)
+    share: float | None = None
+    real_block: bool = False
+    engine: str | None = None
+    jvp_error: float | None = None
+    feature_error: float | None = None
+    cache_ok: bool = False
+    step_ratio: float | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.error is None
+            and self.real_block
+            and self.jvp_error is not None
+            and self.jvp_error <= EXACT_TOLERANCE
+            and self.feature_error is not None
+            and self.feature_error <= FEATURE_TOLERANCE
+            and self.cache_ok
+        )
+
+
+@torch.no_grad()
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-looking BatchNorm statistics, so folding is not the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+            n = m.num_features
+            m.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+            if m.weight is not None:
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def _theta2(model: nn.Module, split: list[str]) -> dict[str, nn.Parameter]:
+    return {
+        n: p
+        for n, p in model.named_parameters()
+        if any(n.startswith(s + ".") for s in split)
+    }
+
+
+@torch.no_grad()
+def finite_difference_error(
+    model: nn.Module, split: list[str], x: torch.Tensor, engine: str, step: float = 1e-6
+) -> float:
+    """Relative error of J·w against ``(f(θ2 + r·w) − f(θ2 − r·w)) / 2r``, float64.
+
+    ``w`` is random, scaled per tensor by the parameter's RMS so that the step is
+    relative; folding and NTK scaling are off, so w lives in θ2's coordinates.
+    """
+    model64 = copy.deepcopy(model).double().eval()
+    x64 = x.double()
+    lin = linearize(
+        model64, split, fold_bn=False, ntk=False, engine=engine, verify=False,
+        input_size=tuple(x.shape[1:]),
+    )
+    generator = torch.Generator().manual_seed(5)
+    directions = {}
+    for name, tangent in lin.named_tangents():
+        param = dict(model64.named_parameters())[name]
+        rms = float(param.pow(2).mean().sqrt()) or 1.0
+        direction = torch.randn(tangent.shape, generator=generator, dtype=torch.float64)
+        directions[name] = direction * max(rms, 1e-3)
+        tangent.copy_(directions[name])
+    _, jvp = lin.features(x64)
+    plus, minus = copy.deepcopy(model64), copy.deepcopy(model64)
+    for model_copy, sign in ((plus, 1.0), (minus, -1.0)):
+        bypass_eval_caches(model_copy)
+        params = dict(model_copy.named_parameters())
+        for name, direction in directions.items():
+            params[name].add_(sign * step * direction)
+    fd = (plus(x64).flatten(1) - minus(x64).flatten(1)) / (2 * step)
+    return _relative(jvp, fd)
+
+
+def _cache_ok(lin: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        for _, t in lin.named_tangents():
+            t.normal_()
+    cached = lin.forward_prefix(torch.cat([x, x[:1]]))
+    if not all(isinstance(t, torch.Tensor) for t in cached):
+        return False
+    f1, j1 = lin.features_from_prefix(tuple(t[: len(x)] for t in cached))
+    f2, j2 = lin.features(x)
+    lin.reset_tangents()
+    return bool(
+        torch.allclose(f1, f2, rtol=1e-5, atol=1e-6)
+        and torch.allclose(j1, j2, rtol=1e-4, atol=1e-5)
+    )
+
+
+def step_ratio(
+    model: nn.Module, split: list[str], x: torch.Tensor, engine: str, pairs: int = 3
+) -> float:
+    """Median over interleaved pairs of (gradfeat step) / (fine-tune θ2 step), both
+    from cached θ1 outputs, each a forward, cross-entropy and backward."""
+    from .protocols import SplitNetwork
+
+    lin = linearize(model, split, engine=engine, verify=False, input_size=x.shape[1:])
+    lin.reset_classifier(10)
+    network = SplitNetwork(model, split)
+    for p in network.theta2():
+        p.requires_grad_(True)
+    head = nn.Linear(lin.num_features, 10)
+    y = torch.arange(len(x)) % 10
+    boundary_lin, boundary_ft = lin.forward_prefix(x), network.forward_prefix(x)
+
+    def gradfeat() -> None:
+        features = torch.cat(lin.features_from_prefix(boundary_lin), dim=1)
+        loss = F.cross_entropy(lin.forward_head(features), y)
+        loss.backward()
+
+    def finetune() -> None:
+        loss = F.cross_entropy(head(network.forward_suffix(boundary_ft)), y)
+        loss.backward()
+
+    def timed(step: Any) -> float:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
+
+    gradfeat(), finetune()
+    ratios = [timed(gradfeat) / timed(finetune) for _ in range(pairs)]
+    return statistics.median(ratios)
+
+
+def check_architecture(
+    spec: str, batch_size: int = 2, time_steps: bool = True
+) -> CoverageRow:
+    """Run every check on one architecture (random weights); errors are recorded.
+
+    Args:
+        spec: ``timm:NAME``, ``torchvision:NAME`` or another model spec.
+        batch_size: Images per check.
+        time_steps: Also measure the step cost against fine-tuning θ2.
+    """
+    from .backbones import create_backbone
+
+    row = CoverageRow(spec)
+    try:
+        torch.manual_seed(0)
+        backbone = create_backbone(spec, weights="random")
+        model = randomize_batchnorm(backbone.model.float().eval())
+        row.split = list(backbone.split)
+        theta2 = [model.get_submodule(n) for n in row.split]
+        row.share = sum(_num_params(m) for m in theta2) / max(1, _num_params(model))
+        row.real_block = row.share >= MIN_DEFAULT_SHARE and any(
+            isinstance(m, WEIGHTED_LAYERS) for t in theta2 for m in t.modules()
+        )
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch_size, *backbone.input_size, generator=generator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lin = linearize(model, row.split, input_size=backbone.input_size)
+        row.engine = lin.engine
+        row.feature_error = lin.check.feature_error
+        row.cache_ok = _cache_ok(lin, x)
+        row.jvp_error = finite_difference_error(model, row.split, x[:1], lin.engine)
+        if time_steps:
+            row.step_ratio = step_ratio(model, row.split, x, lin.engine)
+    except Exception as exc:  # a failing architecture is a result, not a crash
+        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    return row
+
+
+__all__ = [
+    "CoverageRow",
+    "EXACT_TOLERANCE",
+    "check_architecture",
+    "finite_difference_error",
+    "randomize_batchnorm",
+    "split_candidates",
+    "step_ratio",
+]

@@ -56,11 +56,13 @@ def render(rows: list[CoverageRow], seconds: float) -> str:
         "statistics randomised, default θ2, CPU, torch "
         f"{torch.__version__.split('+')[0]}). An architecture passes when it runs",
         "(the self-check included, w2 trains in float32), its JVP is exact against",
-        f"float64 finite differences of the original model (≤ {EXACT_TOLERANCE:g} relative),",
+        f"float64 finite differences of the original model (≤ {EXACT_TOLERANCE:g} relative;",
+        "steps 1e-6 then 1e-7, since a step across a ReLU kink is not a derivative),",
         "f is unchanged, the θ1 cache gives the same numbers, and the default θ2 is a",
         "real block (≥ 1 % of the parameters, holding a conv or linear weight).",
         "`step` is a gradfeat step over cached θ1 outputs divided by a fine-tuning step",
-        "of θ2 (median of three interleaved pairs, batch 2, not a tuned benchmark).",
+        "of θ2 (median of three interleaved pairs, batch 2, "
+        f"{torch.get_num_threads()} CPU thread(s), not a tuned benchmark).",
         "",
         f"**{len(passed)} of {len(rows)} pass ({100 * len(passed) / max(1, len(rows)):.1f} %)**"
         f" in {seconds / 60:.0f} min.",
@@ -103,16 +105,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=DEFAULT_LIST, help="list of model specs")
     p.add_argument("--only", nargs="+", help="these specs instead of the list")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="markdown report, or - for stdout")
-    p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--json", help="also write the rows as JSON here (after each model)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --json and check only the others")
     p.add_argument("--no-timing", action="store_true", help="skip the step-cost column")
     args = p.parse_args(argv)
     specs = args.only or read_specs(args.models)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows, start = [], time.perf_counter()
+    if args.resume and not args.json:
+        raise GradfeatError("--resume needs --json, the file that holds the rows so far")
+    done: dict[str, CoverageRow] = {}
+    if args.resume and Path(args.json).is_file():
+        saved = json.loads(Path(args.json).read_text())
+        done = {row["spec"]: CoverageRow(**row) for row in saved["rows"]}
+    rows, start = [], time.perf_counter() - (saved["seconds"] if done else 0.0)
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
-        row = check_architecture(spec, time_steps=not args.no_timing)
+        row = done.get(spec) or check_architecture(spec, time_steps=not args.no_timing)
         rows.append(row)
+        if args.json:
+            payload = {"seconds": time.perf_counter() - start, "rows": [asdict(r) for r in rows]}
+            _write_atomic(Path(args.json), json.dumps(payload, indent=1))
         status = "pass" if row.passed else f"FAIL {row.error or ''}"
         print(f"[{i}/{len(specs)}] {spec}: {status} ({time.perf_counter() - t0:.1f} s)",
               flush=True)
@@ -122,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _write_atomic(Path(args.out), report)
         print(f"{sum(r.passed for r in rows)}/{len(rows)} pass; written to {args.out}")
-    if args.json:
-        _write_atomic(Path(args.json), json.dumps([asdict(r) for r in rows], indent=1))
     return 0
 
 

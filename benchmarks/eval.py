@@ -63,12 +63,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list-models", nargs="?", const="*", metavar="PATTERN")
     p.add_argument("--list-protocols", action="store_true")
     p.add_argument("--list-datasets", action="store_true")
+    p.add_argument("--list-splits", metavar="MODEL",
+                   help="print MODEL's θ2 candidates with parameter counts, default marked")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
 
 
+def split_table(spec: str) -> str:
+    """The θ2 candidates of a model spec (its structure: random weights suffice)."""
+    from gradfeat_plugin import create_backbone
+    from gradfeat_plugin.linearize import split_candidates
+
+    backbone = create_backbone(spec, weights="random")
+    default = set(backbone.split)
+    lines = [f"{'module':<48}{'params':>14}{'share %':>9}  kind"]
+    for c in split_candidates(backbone.model):
+        kind = "block" if c.block else "layer/stage"
+        mark = "  (default)" if c.name in default else ""
+        lines.append(f"{c.name:<48}{c.num_params:>14,}{100 * c.share:>9.2f}  {kind}{mark}")
+    missing = default - {c.name for c in split_candidates(backbone.model)}
+    for name in sorted(missing):
+        lines.append(f"{name:<48}{'':>14}{'':>9}  (default)")
+    lines.append(f"default θ2: {' '.join(backbone.split)}; pick others with --split NAME ...")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_splits:
+        print(split_table(args.list_splits))
+        return 0
     if args.list_models or args.list_protocols or args.list_datasets:
         from gradfeat_plugin import list_backbones, list_datasets, list_protocols
 

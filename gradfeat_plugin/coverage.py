@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from .linearize import linearize, split_candidates
 from .linearize._split import MIN_DEFAULT_SHARE, WEIGHTED_LAYERS, _num_params
@@ -82,7 +83,7 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+    return float(((a - b).norm() / b.norm().clamp_min(1e-300)).detach())
 
 
 def _theta2(model: nn.Module, split: list[str]) -> dict[str, nn.Parameter]:
@@ -93,14 +94,39 @@ def _theta2(model: nn.Module, split: list[str]) -> dict[str, nn.Parameter]:
     }
 
 
+class _Float64Throughout(TorchFunctionMode):
+    """Keeps float64 tensors in float64 where a model casts to float32 on purpose
+    (timm's EfficientViT attention), so the finite differences have float64 accuracy."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float64:
+            if func is torch.Tensor.float:
+                return args[0]
+            if func is torch.Tensor.to and torch.float32 in (*args[1:], kwargs.get("dtype")):
+                return args[0]
+        return func(*args, **kwargs)
+
+
+#: Finite-difference steps tried; the smallest error counts. A step that carries an
+#: activation across a ReLU kink gives a large error at that step only, while a
+#: wrong JVP is wrong at every step.
+FD_STEPS = (1e-6, 1e-7)
+
+
 @torch.no_grad()
 def finite_difference_error(
-    model: nn.Module, split: list[str], x: torch.Tensor, engine: str, step: float = 1e-6
+    model: nn.Module,
+    split: list[str],
+    x: torch.Tensor,
+    engine: str,
+    steps: tuple[float, ...] = FD_STEPS,
 ) -> float:
     """Relative error of J·w against ``(f(θ2 + r·w) − f(θ2 − r·w)) / 2r``, float64.
 
     ``w`` is random, scaled per tensor by the parameter's RMS so that the step is
-    relative; folding and NTK scaling are off, so w lives in θ2's coordinates.
+    relative; folding and NTK scaling are off, so w lives in θ2's coordinates. The
+    smallest error over ``steps`` is returned.
     """
     model64 = copy.deepcopy(model).double().eval()
     x64 = x.double()
@@ -116,15 +142,22 @@ def finite_difference_error(
         direction = torch.randn(tangent.shape, generator=generator, dtype=torch.float64)
         directions[name] = direction * max(rms, 1e-3)
         tangent.copy_(directions[name])
-    _, jvp = lin.features(x64)
-    plus, minus = copy.deepcopy(model64), copy.deepcopy(model64)
-    for model_copy, sign in ((plus, 1.0), (minus, -1.0)):
-        bypass_eval_caches(model_copy)
-        params = dict(model_copy.named_parameters())
-        for name, direction in directions.items():
-            params[name].add_(sign * step * direction)
-    fd = (plus(x64).flatten(1) - minus(x64).flatten(1)) / (2 * step)
-    return _relative(jvp, fd)
+    errors = []
+    with _Float64Throughout():
+        _, jvp = lin.features(x64)
+    for step in steps:
+        plus, minus = copy.deepcopy(model64), copy.deepcopy(model64)
+        for model_copy, sign in ((plus, 1.0), (minus, -1.0)):
+            bypass_eval_caches(model_copy)
+            params = dict(model_copy.named_parameters())
+            for name, direction in directions.items():
+                params[name].add_(sign * step * direction)
+        with _Float64Throughout():
+            fd = (plus(x64).flatten(1) - minus(x64).flatten(1)) / (2 * step)
+        errors.append(_relative(jvp, fd))
+        if errors[-1] <= EXACT_TOLERANCE:
+            break
+    return min(errors)
 
 
 def _cache_ok(lin: nn.Module, x: torch.Tensor) -> bool:
@@ -137,10 +170,8 @@ def _cache_ok(lin: nn.Module, x: torch.Tensor) -> bool:
     f1, j1 = lin.features_from_prefix(tuple(t[: len(x)] for t in cached))
     f2, j2 = lin.features(x)
     lin.reset_tangents()
-    return bool(
-        torch.allclose(f1, f2, rtol=1e-5, atol=1e-6)
-        and torch.allclose(j1, j2, rtol=1e-4, atol=1e-5)
-    )
+    # Batches of other sizes may take other float32 kernels: agreement to rounding.
+    return _relative(f1, f2) <= FEATURE_TOLERANCE and _relative(j1, j2) <= FEATURE_TOLERANCE
 
 
 def step_ratio(

@@ -66,8 +66,19 @@ def _try_engine(lin: "LinearizedBackbone", name: str, inputs: tuple) -> None:
         _, jvp = get_engine(name)(lin.suffix, inputs, primals, _scaled(lin, tangents))
         v = _random_like([jvp], 2)[0]
         (jvp * v).sum().backward()
-    if not any(t.grad is not None and bool(t.grad.ne(0).any()) for t in tangents):
+    unreached = [
+        n for n, t in zip(lin._tangent_names, tangents)
+        if t.grad is None or not bool(t.grad.ne(0).any())
+    ]
+    if len(unreached) == len(tangents):
         raise RuntimeError("w2 receives no gradient")
+    if unreached:
+        warnings.warn(
+            f"{len(unreached)} of {len(tangents)} θ2 parameters do not reach the "
+            f"output in the JVP (memoised or unused; their w2 stays zero): "
+            f"{', '.join(unreached[:5])}",
+            stacklevel=4,
+        )
 
 
 def select_engine(

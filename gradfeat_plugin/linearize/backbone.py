@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -35,6 +36,25 @@ def _input_size(model: nn.Module, cfg: dict[str, Any]) -> tuple[int, ...]:
     if first_conv is not None and len(size) == 3:
         size = (first_conv.in_channels, *size[1:])
     return size
+
+
+def _warn_unseen(
+    model: nn.Module, split: list[str], folded: list[tuple[str, str]], seen: list[str]
+) -> None:
+    """Warn about θ2 parameters the traced forward never reads (a value memoised
+    from them at trace time, or an unused layer): their w2 would stay zero."""
+    norms = [norm for _, norm in folded]
+    unseen = [
+        n
+        for n, _ in model.named_parameters()
+        if _under(n, split) and n not in seen and not _under(n, norms)
+    ]
+    if unseen:
+        warnings.warn(
+            f"{len(unseen)} θ2 parameters never reach the output and get no "
+            f"tangent (memoised or unused): {', '.join(unseen[:5])}",
+            stacklevel=3,
+        )
 
 
 class LinearizedBackbone(nn.Module):
@@ -104,6 +124,7 @@ class LinearizedBackbone(nn.Module):
             (n, p) for n, p in self.suffix.named_parameters() if _under(n, self.split)
         ]
         self._tangent_names = [n for n, _ in self._theta2]
+        _warn_unseen(model, self.split, self.folded, self._tangent_names)
         self.tangents = nn.ParameterList(
             nn.Parameter(torch.zeros_like(p)) for _, p in self._theta2
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,13 @@ import pytorch_lightning as pl
 from fvcore.common.config import CfgNode
 
 from .backbones import Backbone, create_backbone
+from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
 from .linearize import resolve_split
 from .protocols import ProtocolResult, expand_protocols, run_protocols
 from .results import ResultsStore, config_hash, count_flops, package_versions
+from .results.store import verify_store
 
 
 @dataclass
@@ -39,8 +40,16 @@ def _check_results_path(path: str) -> None:
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise GradfeatError(f"results folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise GradfeatError(f"results folder {parent} is not writable")
+    # Read-only: a foreign, corrupt or read-only file is refused before any work.
+    verify_store(path, writable=True)
+
+
+def _check_knn_k(cfg: CfgNode, names: list[str], data: DatasetSplits) -> None:
+    if "knn" in names and cfg.KNN.K > len(data.train):
+        raise GradfeatError(
+            f"bad config: KNN.K is {cfg.KNN.K} but the training set has only "
+            f"{len(data.train)} images; pick a smaller KNN.K"
+        )
 
 
 def _check_dataset_name(name: str) -> None:
@@ -97,9 +106,11 @@ def evaluate(
     Returns:
         The :class:`EvalRun`.
     """
+    validate_config(cfg)
     names = expand_protocols(protocols)
     _check_results_path(results_path)
     backbone, data = load_inputs(cfg)
+    _check_knn_k(cfg, names, data)
     pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
     results = run_protocols(names, backbone, data, cfg, progress=progress)
     if not results:

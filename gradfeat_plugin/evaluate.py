@@ -61,7 +61,10 @@ def _check_dataset_name(name: str) -> None:
 def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     """The backbone (with the configured θ2) and the dataset a config names."""
     _check_dataset_name(cfg.DATA.DATASET)
-    backbone = create_backbone(cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS)
+    backbone = create_backbone(
+        cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS,
+        allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+    )
     if cfg.MODEL.SPLIT:
         try:
             backbone.split = resolve_split(backbone.model, list(cfg.MODEL.SPLIT))
@@ -80,8 +83,11 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     return backbone, data
 
 
-def _weights_label(weights: str, cfg: CfgNode) -> str:
-    """The weights, plus the Table 1 ablation setting when one part is random."""
+def _weights_label(weights: str, cfg: CfgNode, partial: bool = False) -> str:
+    """The weights (marked partial when tensors were left unloaded), plus the
+    Table 1 ablation setting when one part is random."""
+    if partial:
+        weights = f"{weights} (partial)"
     settings = {"θ1": cfg.ABLATION.THETA1, "θ2": cfg.ABLATION.THETA2, "ω": cfg.ABLATION.PROBE}
     if all(value == "pretrained" for value in settings.values()):
         return weights
@@ -118,7 +124,7 @@ def evaluate(
     flops, params = count_flops(backbone.model, tuple(backbone.input_size))
     common = {
         "model": backbone.spec,
-        "weights": _weights_label(backbone.weights, cfg),
+        "weights": _weights_label(backbone.weights, cfg, backbone.partial),
         "split": ",".join(backbone.split),
         "dataset": data.name,
         "flops": flops,

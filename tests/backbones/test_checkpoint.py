@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gradfeat_plugin.backbones import create_backbone, load_checkpoint
+from gradfeat_plugin.backbones.checkpoint import url_cache_path
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.errors import GradfeatError
 
@@ -58,8 +59,13 @@ def test_lightning_checkpoint_reports_heads_and_missing_keys(tmp_path: Path) -> 
     path = tmp_path / "epoch=0.ckpt"
     torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.1}, "epoch": 0}, path)
     before = target.conv4[1].weight.clone()
+    with pytest.raises(GradfeatError, match=r"loads \d+ of \d+ tensors .*4 missing, "
+                       r"first: conv4.1.bias, conv4.1.running_mean, .*--allow-partial"):
+        load_checkpoint(target, str(path))
+    assert torch.equal(target.conv1[0].weight, _encoder(1).conv1[0].weight)  # untouched
     with pytest.warns(UserWarning, match="5 missing keys.*2 unexpected keys"):
-        report = load_checkpoint(target, str(path))
+        report = load_checkpoint(target, str(path), allow_partial=True)
+    assert report.partial
     assert report.prefix == "backbone."
     assert report.unexpected == [
         "backbone_momentum.conv1.0.weight",
@@ -143,7 +149,9 @@ def test_url_is_read_from_the_iopath_cache_offline(
     with pytest.raises(GradfeatError, match="cannot download checkpoint .*unreachable"):
         load_checkpoint(_encoder(1), url)
     source = _encoder(0)
-    cached = tmp_path / "cache" / "runs" / "enc.pth"
+    cached = Path(url_cache_path(url))
+    assert cached.parent.parent == tmp_path / "cache" / "gradfeat_plugin" / "checkpoints"
+    assert cached.name == "enc.pth"
     cached.parent.mkdir(parents=True)
     torch.save(source.state_dict(), cached)
     target = _encoder(1)

@@ -34,7 +34,7 @@ def _bad(path: str | os.PathLike, why: str) -> GradfeatError:
     return GradfeatError(f"config file {os.fspath(path)} {why}")
 
 
-def _expanded_size(node: yaml.Node, path: Path) -> int:
+def _expanded_size(node: yaml.Node, path: str | os.PathLike) -> int:
     """Values ``node`` stands for with aliases written out (shared nodes counted once
     per use), refusing recursion and deep nesting."""
     sizes: dict[int, int] = {}
@@ -91,24 +91,39 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise _bad(path, f"cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise _bad(path, "is not UTF-8 text") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, source: str | os.PathLike = "<text>") -> Any:
+    """YAML text parsed safely within the limits of this module.
+
+    Args:
+        text: The document.
+        source: What to call it in errors (a file name).
+
+    Raises:
+        GradfeatError: Malformed, or over a limit.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _bad(source, f"is over {MAX_CONFIG_BYTES:,} characters")
     try:
         aliases = sum(
             isinstance(event, yaml.AliasEvent)
             for event in yaml.parse(text, Loader=yaml.SafeLoader)
         )
         if aliases > MAX_ALIASES:
-            raise _bad(path, f"uses {aliases} aliases; at most {MAX_ALIASES} are read")
+            raise _bad(source, f"uses {aliases} aliases; at most {MAX_ALIASES} are read")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
             return None
-        _expanded_size(node, path)
+        _expanded_size(node, source)
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise GradfeatError(
             f"config file is not valid YAML: {' '.join(str(exc).split())}"
         ) from None
     except RecursionError:
-        raise _bad(path, f"nests deeper than {MAX_NESTING} levels") from None
+        raise _bad(source, f"nests deeper than {MAX_NESTING} levels") from None
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

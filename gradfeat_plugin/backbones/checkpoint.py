@@ -265,7 +265,7 @@ def load_checkpoint(
     unloaded = _unloaded(sorted(set(target) - set(remapped)))
     if unloaded and not allow_partial:
         raise GradfeatError(
-            f"checkpoint {path_or_url} loads {len(target) - len(unloaded)} of "
+            f"checkpoint {path_or_url} loads {len(remapped)} of "
             f"{len(target)} tensors of {type(model).__name__}; {len(unloaded)} missing, "
             f"first: {', '.join(unloaded[:SHOWN_MISSING])}; check the --model spec, or "
             "pass --allow-partial-weights to keep the rest as initialised"

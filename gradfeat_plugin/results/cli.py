@@ -156,12 +156,12 @@ def _leaderboard(args: argparse.Namespace) -> int:
     if args.out:
         _check_output(args.out, str(store.path), _is_table, "leaderboard table")
     if args.plot:
+        _check_output(args.plot, str(store.path), _is_plot, "leaderboard plot")
         fmt = os.path.splitext(args.plot)[1].lstrip(".").lower()
         if fmt not in PLOT_METADATA_KEYS:
             raise GradfeatError(
                 f"--plot {args.plot}: use a .png, .pdf or .svg file name"
             )
-        _check_output(args.plot, str(store.path), _is_plot, "leaderboard plot")
     if args.update:
         if any(_same_file(args.update, str(store.path) + s) for s in _SQLITE_SIDE_FILES):
             raise GradfeatError(

@@ -264,8 +264,16 @@ class ResultsStore:
 
 @contextlib.contextmanager
 def _read_only(path: Path, timeout_s: float = 60.0) -> Iterator[sqlite3.Connection]:
-    """A connection that cannot change the file (SQLite's ``mode=ro``)."""
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    """A connection that cannot change the file (SQLite's ``mode=ro``).
+
+    A WAL-mode file without a ``-wal`` file beside it holds all its data, and is
+    opened ``immutable`` so that reading it leaves no ``-wal``/``-shm`` files behind.
+    """
+    with open(path, "rb") as f:
+        header = f.read(20)
+    wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:19] == b"\x02"
+    immutable = wal_mode and not Path(f"{path}-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
     try:
         yield conn

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,3 +160,63 @@ def test_url_is_read_from_the_iopath_cache_offline(
     target = _encoder(1)
     assert load_checkpoint(target, url).missing == []
     _assert_same_weights(source, target)
+
+
+@pytest.fixture()
+def two_servers(tmp_path: Path):
+    """Two local HTTP servers, each serving its own ``w/model.pth``."""
+    servers = []
+    for seed in (0, 1):
+        root = tmp_path / f"site{seed}"
+        (root / "w").mkdir(parents=True)
+        torch.save(_encoder(seed).state_dict(), root / "w" / "model.pth")
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield [f"http://127.0.0.1:{s.server_address[1]}/w/model.pth" for s in servers]
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_url_cache_is_keyed_by_the_whole_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_servers
+) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    first, second = two_servers
+    for url, seed in ((first, 0), (second, 1), (first, 0)):
+        target = _encoder(7)
+        assert load_checkpoint(target, url).missing == []
+        _assert_same_weights(_encoder(seed), target)
+    assert url_cache_path(first) != url_cache_path(second)
+    cached = sorted(p.relative_to(tmp_path / "cache") for p in
+                    (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len(cached) == 2 and all(p.name == "model.pth" for p in cached)
+    assert all(p.parts[:2] == ("gradfeat_plugin", "checkpoints") for p in cached)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/a/../../../../tmp/evil.pth",
+    "http://127.0.0.1:9/a/%2E%2E/%2e%2e/evil.pth",
+    "http://127.0.0.1:9/a/..%5C..%5Cevil.pth",
+])
+def test_url_with_dot_dot_is_refused_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(GradfeatError, match="its path has '..' segments"):
+        load_checkpoint(_encoder(0), url)
+    assert not any(tmp_path.rglob("*.pth"))
+
+
+def test_url_file_name_cannot_leave_the_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    path = Path(url_cache_path("http://h/x/..hid%20den?.pth"))
+    assert path.parent.parent == tmp_path / "cache" / "gradfeat_plugin" / "checkpoints"
+    assert path.name == "hid_den"

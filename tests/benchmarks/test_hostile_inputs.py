@@ -419,7 +419,7 @@ def test_leaderboard_never_replaces_a_file_it_did_not_write(store, capsys, flag,
     assert snapshot(store.parent) == before
 
 
-def test_leaderboard_replaces_its_own_outputs(store, capsys):
+def test_leaderboard_replaces_its_own_outputs_only(store, capsys):
     board, plot = store.parent / "board.csv", store.parent / "board.png"
     for fmt in ("md", "csv"):
         assert leaderboard_main(["--results", str(store), "--format", fmt,
@@ -428,6 +428,11 @@ def test_leaderboard_replaces_its_own_outputs(store, capsys):
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in store.parent.iterdir()) == [
         "board.csv", "board.png", "r.db"]  # no temporary files left
+    (store.parent / "data.csv").write_text("id,amount\n1,2\n")
+    before = snapshot(store.parent)
+    assert leaderboard_main(["--results", str(store), "--format", "csv",
+                             "--out", str(store.parent / "data.csv")]) == 2
+    assert snapshot(store.parent) == before
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -445,7 +450,7 @@ def test_leaderboard_output_arguments(store, capsys, monkeypatch, args, fragment
 
 HOSTILE_NAMES = ["zoo:a|b", "zoo:line\nbreak", "<script>alert(1)</script>",
                  "=HYPERLINK(\"http://x\")", "+1+cmd", "-2+3", "@SUM(A1)", "$x^2$ net",
-                 "_hidden"]
+                 "gain $\\sqrt{$ net", "_hidden"]
 
 
 @pytest.fixture()
@@ -464,11 +469,9 @@ def test_markdown_cells_stay_cells(hostile_store):
     text = "\n".join(lines)
     assert "zoo:a\\|b" in text and "zoo:line<br>break" in text
     assert "<script>" not in text and "&lt;script&gt;" in text
-
-
-def test_html_is_escaped(hostile_store):
-    text = render(leaderboard_table(ResultsStore(hostile_store).records()), "html")
-    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    html_text = render(leaderboard_table(ResultsStore(hostile_store).records()), "html")
+    assert "<script>" not in html_text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
 
 
 def test_csv_formulas_are_neutralised(hostile_store):
@@ -477,7 +480,7 @@ def test_csv_formulas_are_neutralised(hostile_store):
     assert sorted(models) == sorted([
         "zoo:a|b", "zoo:line\nbreak", "<script>alert(1)</script>",
         "'=HYPERLINK(\"http://x\")", "'+1+cmd", "'-2+3", "'@SUM(A1)", "$x^2$ net",
-        "_hidden"])
+        "gain $\\sqrt{$ net", "_hidden"])
 
 
 def test_plot_labels_are_literal(hostile_store, tmp_path, capsys):

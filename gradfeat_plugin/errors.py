@@ -1,4 +1,4 @@
-"""Exception types: user errors (bad names, files, checkpoints, configs) and failed protocols."""
+"""User errors (bad names, files, checkpoints, configs) and failed protocols."""
 
 
 class GradfeatError(Exception):

@@ -80,7 +80,9 @@ def url_cache_path(url: str) -> str:
     """
     segments = unquote(urlparse(url).path).replace("\\", "/").split("/")
     if ".." in segments:
-        raise GradfeatError(f"refusing checkpoint URL {url}: its path has '..' segments")
+        raise GradfeatError(
+            f"refusing checkpoint URL {url}: its path has '..' segments"
+        )
     name = re.sub(r"[^A-Za-z0-9._-]", "_", segments[-1]).lstrip(".") or "checkpoint"
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()
     return os.path.join(get_cache_dir(), "gradfeat_plugin", "checkpoints", digest, name)
@@ -265,9 +267,9 @@ def load_checkpoint(
     unloaded = _unloaded(sorted(set(target) - set(remapped)))
     if unloaded and not allow_partial:
         raise GradfeatError(
-            f"checkpoint {path_or_url} loads {len(remapped)} of "
-            f"{len(target)} tensors of {type(model).__name__}; {len(unloaded)} missing, "
-            f"first: {', '.join(unloaded[:SHOWN_MISSING])}; check the --model spec, or "
+            f"checkpoint {path_or_url} loads {len(remapped)} of {len(target)} "
+            f"tensors of {type(model).__name__}; {len(unloaded)} missing, first: "
+            f"{', '.join(unloaded[:SHOWN_MISSING])}; check the --model spec, or "
             "pass --allow-partial-weights to keep the rest as initialised"
         )
     model.load_state_dict(remapped, strict=False)

@@ -85,7 +85,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise _bad(path, f"is {size:,} bytes; configs are at most {MAX_CONFIG_BYTES:,}")
+            raise _bad(
+                path, f"is {size:,} bytes; configs are at most {MAX_CONFIG_BYTES:,}"
+            )
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise _bad(path, f"cannot be read ({exc.strerror})") from None
@@ -112,7 +114,9 @@ def parse_yaml(text: str, source: str | os.PathLike = "<text>") -> Any:
             for event in yaml.parse(text, Loader=yaml.SafeLoader)
         )
         if aliases > MAX_ALIASES:
-            raise _bad(source, f"uses {aliases} aliases; at most {MAX_ALIASES} are read")
+            raise _bad(
+                source, f"uses {aliases} aliases; at most {MAX_ALIASES} are read"
+            )
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
             return None

@@ -78,7 +78,9 @@ class ClassFolders(datasets.ImageFolder):
         instances = []
         for name, index in sorted(class_to_idx.items(), key=lambda item: item[1]):
             walked = []
-            for folder, subfolders, files in os.walk(class_dirs[name], followlinks=True):
+            for folder, subfolders, files in os.walk(
+                class_dirs[name], followlinks=True
+            ):
                 kept = []
                 for sub in sorted(subfolders):
                     real = os.path.realpath(os.path.join(folder, sub))
@@ -91,10 +93,12 @@ class ClassFolders(datasets.ImageFolder):
             for folder, files in sorted(walked):
                 for file_name in sorted(files):
                     path = os.path.join(folder, file_name)
-                    valid = (
-                        is_valid_file(path) if is_valid_file is not None
-                        else has_file_allowed_extension(path, extensions or IMG_EXTENSIONS)
-                    )
+                    if is_valid_file is not None:
+                        valid = is_valid_file(path)
+                    else:
+                        valid = has_file_allowed_extension(
+                            path, extensions or IMG_EXTENSIONS
+                        )
                     if not valid:
                         continue
                     real = os.path.realpath(path)

@@ -73,7 +73,9 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_output(path: str, store: str, ours: Callable[[bytes], bool], what: str) -> None:
+def _check_output(
+    path: str, store: str, ours: Callable[[bytes], bool], what: str
+) -> None:
     """Refuse to write over the results store, or over a file we did not write."""
     if any(_same_file(path, store + side) for side in _SQLITE_SIDE_FILES):
         raise GradfeatError(
@@ -87,7 +89,9 @@ def _check_output(path: str, store: str, ours: Callable[[bytes], bool], what: st
     if not os.path.lexists(path):
         return
     if not os.path.isfile(path):
-        raise GradfeatError(f"refusing to write the {what} to {path}: not a regular file")
+        raise GradfeatError(
+            f"refusing to write the {what} to {path}: not a regular file"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)
@@ -95,8 +99,8 @@ def _check_output(path: str, store: str, ours: Callable[[bytes], bool], what: st
         raise GradfeatError(f"cannot read {path}: {err.strerror}") from None
     if head and not ours(head):
         raise GradfeatError(
-            f"refusing to replace {path}: it is not a {what} written by leaderboard.py; "
-            "remove it or pick another path"
+            f"refusing to replace {path}: it is not a {what} written by "
+            "leaderboard.py; remove it or pick another path"
         )
 
 
@@ -163,7 +167,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
                 f"--plot {args.plot}: use a .png, .pdf or .svg file name"
             )
     if args.update:
-        if any(_same_file(args.update, str(store.path) + s) for s in _SQLITE_SIDE_FILES):
+        side_files = (str(store.path) + side for side in _SQLITE_SIDE_FILES)
+        if any(_same_file(args.update, side) for side in side_files):
             raise GradfeatError(
                 f"refusing to update {args.update}: it is the results database"
             )
@@ -176,7 +181,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     text = render(table, args.format)
     document = _updated_document(args.update, text) if args.update else None
     if args.plot:
-        _write_atomically(args.plot, lambda temporary: plot_leaderboard(table, temporary))
+        _write_atomically(args.plot, lambda temp: plot_leaderboard(table, temp))
     if document is not None:
         _write_text(args.update, document)
     if args.out:

@@ -21,7 +21,7 @@ PLOT_METADATA_KEYS = {"png": "Software", "pdf": "Creator", "svg": "Creator"}
 
 
 def literal(text: str) -> str:
-    """Text matplotlib shows as it is: no mathtext (``$``), not hidden (leading ``_``)."""
+    """Text matplotlib shows as it is: no mathtext (``$``), not hidden (``_x``)."""
     text = text.replace("$", r"\$")
     return "\u200b" + text if text.startswith("_") else text
 
@@ -53,7 +53,8 @@ def plot_leaderboard(
         raise ValueError("no results to plot")
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     if fmt not in PLOT_METADATA_KEYS:
-        raise ValueError(f"plot format {fmt!r}; use one of {', '.join(PLOT_METADATA_KEYS)}")
+        known = ", ".join(PLOT_METADATA_KEYS)
+        raise ValueError(f"plot format {fmt!r}; use one of {known}")
     groups = [literal(f"{row[0]}\n{row[1]}") for row in table.rows]
     metrics = sorted(set(table.column("metric")))
     n_protocols = len(table.protocols)

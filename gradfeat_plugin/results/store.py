@@ -448,8 +448,9 @@ def _from_row(row: Sequence[Any], path: Path) -> dict[str, Any]:
     for name in _INT_FIELDS:
         if record[name] is not None and not isinstance(record[name], int):
             raise damaged(f"{name} {record[name]!r} is not an integer")
-    if record["wall_time_s"] is not None and not isinstance(record["wall_time_s"], (int, float)):
-        raise damaged(f"wall_time_s {record['wall_time_s']!r} is not a number")
+    wall_time = record["wall_time_s"]
+    if wall_time is not None and not isinstance(wall_time, (int, float)):
+        raise damaged(f"wall_time_s {wall_time!r} is not a number")
     for name in _JSON_FIELDS:
         try:
             record[name] = json.loads(record[name])

@@ -81,7 +81,8 @@ def _shown(value: str) -> str:
 
 def setting_notes(settings: Sequence[Setting]) -> dict[Setting, list[str]]:
     """For settings that share a model and dataset, the ``KEY=value`` notes that tell
-    each apart (keys the label shows otherwise left out).
+    each apart (keys the label shows otherwise left out). Results stored without a
+    config are noted ``no config``.
 
     Args:
         settings: Distinct settings of one model on one dataset.
@@ -90,10 +91,14 @@ def setting_notes(settings: Sequence[Setting]) -> dict[Setting, list[str]]:
         Per setting, its notes (empty when it is the only one).
     """
     as_dicts = [dict(s) for s in settings]
-    keys = sorted({k for d in as_dicts for k in d} - LABELLED_KEYS)
-    differing = [k for k in keys if len({d.get(k) for d in as_dicts}) > 1]
-    notes = {}
+    known = [d for d in as_dicts if d]
+    keys = sorted({k for d in known for k in d} - LABELLED_KEYS)
+    differing = [k for k in keys if len({d.get(k) for d in known}) > 1]
+    notes: dict[Setting, list[str]] = {}
     for setting, values in zip(settings, as_dicts):
+        if not values:
+            notes[setting] = ["no config"] if len(settings) > 1 else []
+            continue
         shown = [
             f"{key}={_shown(values[key]) if key in values else 'unset'}"
             for key in differing

@@ -510,3 +510,20 @@ def test_different_settings_are_never_averaged_as_seeds(tmp_path):
         "zoo:tiny (DATA.LABEL_FRACTION=1.0, TRAIN.EPOCHS=30, TRAIN.LR=0.01)":
             (1, "60.00"),
     }
+
+
+def test_rows_without_a_config_are_their_own_setting():
+    row = dict(model="m", weights="pretrained", dataset="d", protocol="linear",
+               metric="val_top1", seed=0, timestamp="t")
+    many = get_cfg()
+    many.TRAIN.EPOCHS, many.TRAIN.LR, many.KNN.K, many.TRAIN.OPTIMIZER = 3, 0.5, 7, "sgd"
+    table = leaderboard_table([
+        {**row, "value": 0.5, "config": None},
+        {**row, "value": 0.6, "config": get_cfg().dump()},
+        {**row, "value": 0.7, "config": many.dump()},
+    ])
+    assert {r[0]: str(r[4]) for r in table.rows} == {
+        "m (no config)": "50.00",
+        "m (KNN.K=20, TRAIN.EPOCHS=10, +2 more)": "60.00",
+        "m (KNN.K=7, TRAIN.EPOCHS=3, +2 more)": "70.00",
+    }

@@ -527,3 +527,15 @@ def test_rows_without_a_config_are_their_own_setting():
         "m (KNN.K=20, TRAIN.EPOCHS=10, +2 more)": "60.00",
         "m (KNN.K=7, TRAIN.EPOCHS=3, +2 more)": "70.00",
     }
+
+
+def test_read_only_store_is_refused_before_work(store, no_work, monkeypatch, capsys):
+    # Tests may run as root, for whom chmod changes nothing: the store file alone is
+    # reported read-only, as the operating system would for another user.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: real_access(path, mode)
+                        and not (mode & os.W_OK and Path(path) == store))
+    before = snapshot(store.parent)
+    assert_refused(run_eval([*BASE, "--results", str(store)]), capsys,
+                   f"results database {store} is read-only")
+    assert snapshot(store.parent) == before

@@ -23,6 +23,7 @@ PROTOCOL_CHOICES = ["linear", "grad", "gradfeat", "finetune", "knn", "all"]
 FLAG_KEYS = {
     "model": "MODEL.SPEC",
     "weights": "MODEL.WEIGHTS",
+    "allow_partial_weights": "MODEL.ALLOW_PARTIAL_WEIGHTS",
     "split": "MODEL.SPLIT",
     "dataset": "DATA.DATASET",
     "data_dir": "DATA.DATA_DIR",
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol", default="all", choices=PROTOCOL_CHOICES)
     p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
     p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")
+    p.add_argument("--allow-partial-weights", action="store_const", const=True,
+                   help="accept a checkpoint that leaves model tensors unloaded")
     p.add_argument("--split", nargs="+", help="θ2 module name(s); default: the family's top block")
     p.add_argument("--dataset", help="dataset name (see --list-datasets)")
     p.add_argument("--data-dir", help="root folder of downloaded datasets")

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable, NoReturn
 
-from .errors import GradfeatError
+from .errors import GradfeatError, ProtocolFailed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,7 +18,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def main_guard(main: Callable[[], int]) -> int:
-    """Run a script's ``main``; a :class:`GradfeatError` prints ``error: ...`` and gives 2.
+    """Run a script's ``main``; a :class:`GradfeatError` (or a :class:`ProtocolFailed`
+    that reaches it) prints ``error: ...`` and gives 2.
 
     Lightning's info lines are silenced; its progress bars and warnings are not.
 
@@ -33,7 +34,7 @@ def main_guard(main: Callable[[], int]) -> int:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     try:
         return main()
-    except GradfeatError as exc:
+    except (GradfeatError, ProtocolFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

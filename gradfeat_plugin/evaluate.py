@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,13 @@ import pytorch_lightning as pl
 from fvcore.common.config import CfgNode
 
 from .backbones import Backbone, create_backbone
+from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
 from .linearize import resolve_split
 from .protocols import ProtocolResult, expand_protocols, run_protocols
 from .results import ResultsStore, config_hash, count_flops, package_versions
+from .results.store import verify_store
 
 
 @dataclass
@@ -39,8 +40,16 @@ def _check_results_path(path: str) -> None:
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise GradfeatError(f"results folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise GradfeatError(f"results folder {parent} is not writable")
+    # Read-only: a foreign, corrupt or read-only file is refused before any work.
+    verify_store(path, writable=True)
+
+
+def _check_knn_k(cfg: CfgNode, names: list[str], data: DatasetSplits) -> None:
+    if "knn" in names and cfg.KNN.K > len(data.train):
+        raise GradfeatError(
+            f"bad config: KNN.K is {cfg.KNN.K} but the training set has only "
+            f"{len(data.train)} images; pick a smaller KNN.K"
+        )
 
 
 def _check_dataset_name(name: str) -> None:
@@ -52,7 +61,10 @@ def _check_dataset_name(name: str) -> None:
 def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     """The backbone (with the configured θ2) and the dataset a config names."""
     _check_dataset_name(cfg.DATA.DATASET)
-    backbone = create_backbone(cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS)
+    backbone = create_backbone(
+        cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS,
+        allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+    )
     if cfg.MODEL.SPLIT:
         try:
             backbone.split = resolve_split(backbone.model, list(cfg.MODEL.SPLIT))
@@ -71,8 +83,11 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     return backbone, data
 
 
-def _weights_label(weights: str, cfg: CfgNode) -> str:
-    """The weights, plus the Table 1 ablation setting when one part is random."""
+def _weights_label(weights: str, cfg: CfgNode, partial: bool = False) -> str:
+    """The weights (marked partial when tensors were left unloaded), plus the
+    Table 1 ablation setting when one part is random."""
+    if partial:
+        weights = f"{weights} (partial)"
     settings = {"θ1": cfg.ABLATION.THETA1, "θ2": cfg.ABLATION.THETA2, "ω": cfg.ABLATION.PROBE}
     if all(value == "pretrained" for value in settings.values()):
         return weights
@@ -97,9 +112,11 @@ def evaluate(
     Returns:
         The :class:`EvalRun`.
     """
+    validate_config(cfg)
     names = expand_protocols(protocols)
     _check_results_path(results_path)
     backbone, data = load_inputs(cfg)
+    _check_knn_k(cfg, names, data)
     pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
     results = run_protocols(names, backbone, data, cfg, progress=progress)
     if not results:
@@ -107,7 +124,7 @@ def evaluate(
     flops, params = count_flops(backbone.model, tuple(backbone.input_size))
     common = {
         "model": backbone.spec,
-        "weights": _weights_label(backbone.weights, cfg),
+        "weights": _weights_label(backbone.weights, cfg, backbone.partial),
         "split": ",".join(backbone.split),
         "dataset": data.name,
         "flops": flops,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import torch
+from iopath.common.download import download
 from iopath.common.file_io import HTTPURLHandler, PathManager, get_cache_dir
 from torch import nn
 
@@ -23,6 +25,10 @@ REMAPPED_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 # Dict keys under which Lightning, timm and most training scripts nest the weights.
 NESTED_STATE_DICT_KEYS = ("state_dict", "model")
 _URL_SCHEMES = ("http", "https", "ftp")
+# Buffers that checkpoints of older libraries often lack and that change no output.
+_IGNORED_MISSING_SUFFIXES = (".num_batches_tracked",)
+#: Missing names shown in the error for a partial checkpoint.
+SHOWN_MISSING = 5
 
 path_manager = PathManager()
 path_manager.register_handler(HTTPURLHandler())
@@ -46,28 +52,58 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
 
+    @property
+    def partial(self) -> bool:
+        """Whether some model tensors kept their previous values."""
+        return bool(_unloaded(self.missing))
+
+
+def _unloaded(missing: list[str]) -> list[str]:
+    return [k for k in missing if not k.endswith(_IGNORED_MISSING_SUFFIXES)]
+
 
 def _is_url(path: str) -> bool:
     return urlparse(path).scheme in _URL_SCHEMES
 
 
+def url_cache_path(url: str) -> str:
+    """Where a checkpoint URL is cached: a folder named by the SHA-256 of the whole URL.
+
+    Two servers, ports or queries never share a cached file, and the file name
+    (the URL's last segment, reduced to safe characters) cannot leave the folder.
+
+    Args:
+        url: An http(s)/ftp URL.
+
+    Raises:
+        GradfeatError: The URL's path has ``..`` segments.
+    """
+    segments = unquote(urlparse(url).path).replace("\\", "/").split("/")
+    if ".." in segments:
+        raise GradfeatError(
+            f"refusing checkpoint URL {url}: its path has '..' segments"
+        )
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", segments[-1]).lstrip(".") or "checkpoint"
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    return os.path.join(get_cache_dir(), "gradfeat_plugin", "checkpoints", digest, name)
+
+
 def _local_copy(path_or_url: str) -> str:
     if _is_url(path_or_url):
-        parsed = urlparse(path_or_url)
-        # Where iopath's HTTPURLHandler caches this URL.
-        cached = os.path.join(
-            get_cache_dir(),
-            os.path.dirname(parsed.path.lstrip("/")),
-            path_or_url.split("/")[-1],
-        )
-        if not os.path.isfile(cached) and not _offline.host_reachable(path_or_url):
+        cached = url_cache_path(path_or_url)
+        if os.path.isfile(cached):
+            return cached
+        if not _offline.host_reachable(path_or_url):
             raise GradfeatError(
                 f"cannot download checkpoint {path_or_url}: host unreachable; "
                 "download it elsewhere and pass --weights PATH"
             )
         try:
-            return path_manager.get_local_path(path_or_url)
-        except OSError as e:
+            return download(
+                path_or_url, os.path.dirname(cached),
+                filename=os.path.basename(cached), progress=False,
+            )
+        except (OSError, ValueError) as e:
             raise GradfeatError(
                 f"cannot download checkpoint {path_or_url} ({e}); "
                 "download it elsewhere and pass --weights PATH"
@@ -187,24 +223,31 @@ def remap_state_dict(
     return best, fitting(best)
 
 
-def load_checkpoint(model: nn.Module, path_or_url: str) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module, path_or_url: str, allow_partial: bool = False
+) -> LoadReport:
     """Load a checkpoint from lightly, Lightning, DDP, timm or a plain state_dict.
 
-    The file is read through iopath (URLs are cached) and unpickled with
+    The file is read through iopath (URLs are cached under a digest of the whole
+    URL, see :func:`url_cache_path`) and unpickled with
     ``torch.load(..., weights_only=True)``; wrapper prefixes are remapped (see
-    :func:`remap_state_dict`). Missing and unexpected keys are warned about and
-    returned.
+    :func:`remap_state_dict`). A checkpoint that leaves model tensors unloaded is
+    an error unless ``allow_partial``; unexpected keys, and missing ones that are
+    allowed, are warned about and returned.
 
     Args:
         model: The backbone to load into (in place).
         path_or_url: A local path or URL.
+        allow_partial: Accept a checkpoint that lacks some of the model's tensors
+            (they keep their current values).
 
     Returns:
         A :class:`LoadReport`.
 
     Raises:
         GradfeatError: Unreadable, unsafe or corrupt file, no key fits the model,
-            or a tensor's shape differs from the model's.
+            a tensor's shape differs from the model's, or tensors are missing and
+            ``allow_partial`` is off.
     """
     state_dict = read_state_dict(path_or_url)
     target = model.state_dict()
@@ -221,6 +264,14 @@ def load_checkpoint(model: nn.Module, path_or_url: str) -> LoadReport:
                 f"checkpoint {path_or_url} does not fit the model: {key} has shape "
                 f"{tuple(value.shape)}, the model {tuple(target[key].shape)}"
             )
+    unloaded = _unloaded(sorted(set(target) - set(remapped)))
+    if unloaded and not allow_partial:
+        raise GradfeatError(
+            f"checkpoint {path_or_url} loads {len(remapped)} of {len(target)} "
+            f"tensors of {type(model).__name__}; {len(unloaded)} missing, first: "
+            f"{', '.join(unloaded[:SHOWN_MISSING])}; check the --model spec, or "
+            "pass --allow-partial-weights to keep the rest as initialised"
+        )
     model.load_state_dict(remapped, strict=False)
     report = LoadReport(
         path=path_or_url,

@@ -32,6 +32,8 @@ class Backbone:
         input_size: ``(C, H, W)`` the model expects.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
+        partial: The checkpoint left some model tensors as initialised (allowed
+            with ``allow_partial_weights``).
     """
 
     model: nn.Module
@@ -42,6 +44,7 @@ class Backbone:
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    partial: bool = False
 
 
 def _call_plugin_factory(
@@ -66,7 +69,10 @@ def _build(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     return _call_plugin_factory(spec, get_factory(spec), pretrained, **kwargs)
 
 
-def create_backbone(spec: str, weights: str = "pretrained", **kwargs: Any) -> Backbone:
+def create_backbone(
+    spec: str, weights: str = "pretrained", allow_partial_weights: bool = False,
+    **kwargs: Any,
+) -> Backbone:
     """Build a backbone from a model spec.
 
     Args:
@@ -74,6 +80,8 @@ def create_backbone(spec: str, weights: str = "pretrained", **kwargs: Any) -> Ba
             ``SOURCE:NAME``, or the name of a registered / entry-point backbone.
         weights: ``"pretrained"`` (the library's default weights), ``"random"``, or a
             checkpoint path or URL loaded with :func:`load_checkpoint`.
+        allow_partial_weights: Accept a checkpoint that leaves model tensors
+            unloaded (otherwise an error); the backbone is then marked ``partial``.
         **kwargs: Passed to the model constructor (e.g. ``in_chans`` for timm).
 
     Returns:
@@ -89,8 +97,9 @@ def create_backbone(spec: str, weights: str = "pretrained", **kwargs: Any) -> Ba
     if not weights:
         raise GradfeatError("--weights must be 'pretrained', 'random' or a PATH/URL")
     model = _build(spec, weights == "pretrained", **kwargs)
+    partial = False
     if weights not in WEIGHTS_CHOICES:
-        load_checkpoint(model, weights)
+        partial = load_checkpoint(model, weights, allow_partial_weights).partial
     model.eval()
     data_config = resolve_model_data_config(model)
     input_size = _input_size(model, {"input_size": tuple(data_config["input_size"])})
@@ -106,4 +115,5 @@ def create_backbone(spec: str, weights: str = "pretrained", **kwargs: Any) -> Ba
         input_size=input_size,
         mean=tuple(data_config["mean"]),
         std=tuple(data_config["std"]),
+        partial=partial,
     )

@@ -2,5 +2,6 @@
 
 from .defaults import get_cfg
 from .loading import CONFIG_DIR, dataset_config, load_config
+from .validate import validate_config
 
-__all__ = ["CONFIG_DIR", "dataset_config", "get_cfg", "load_config"]
+__all__ = ["CONFIG_DIR", "dataset_config", "get_cfg", "load_config", "validate_config"]

@@ -16,6 +16,9 @@ _C.MODEL.SPLIT = []
 _C.MODEL.FOLD_BN = True
 _C.MODEL.NTK = True
 _C.MODEL.ENGINE = "auto"
+# Accept a checkpoint that leaves some of the model's tensors unloaded (rows then
+# say "partial"); by default that is an error.
+_C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 
 _C.DATA = CfgNode()
 _C.DATA.DATASET = "mnist5k"

@@ -10,12 +10,14 @@ from fvcore.common.config import CfgNode
 
 from ..errors import GradfeatError
 from .defaults import get_cfg
+from .safe_yaml import YAML_SUFFIXES, load_yaml_with_base
+from .validate import validate_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _resolve_file(path: str) -> Path:
-    if Path(path).suffix not in ("", ".yaml", ".yml"):
+    if Path(path).suffix not in ("", *YAML_SUFFIXES):
         raise GradfeatError(f"config file {path!r} must be YAML (.yaml or .yml)")
     candidate = Path(path)
     if candidate.is_file():
@@ -43,6 +45,9 @@ def load_config(
 ) -> CfgNode:
     """Merge the defaults, an optional YAML file, flag overrides and ``KEY VALUE`` pairs.
 
+    The file is read with the limits of :mod:`.safe_yaml` and the result is checked
+    by :func:`validate_config`.
+
     Args:
         config_file: A YAML path, or the name of a file in ``configs/``.
         opts: Flat ``KEY VALUE`` list, e.g. ``["TRAIN.LR", "0.01"]``; applied last.
@@ -53,8 +58,8 @@ def load_config(
         The frozen config.
 
     Raises:
-        GradfeatError: Missing or malformed file, unknown key, or a value of the
-            wrong type.
+        GradfeatError: Missing, malformed or oversized file, a ``_BASE_`` cycle,
+            unknown key, or a value of the wrong type or out of range.
 
     >>> load_config(opts=["TRAIN.EPOCHS", "3"]).TRAIN.EPOCHS
     3
@@ -62,7 +67,8 @@ def load_config(
     cfg = get_cfg()
     try:
         if config_file:
-            cfg.merge_from_file(str(_resolve_file(config_file)))
+            loaded = load_yaml_with_base(_resolve_file(config_file))
+            cfg.merge_from_other_cfg(CfgNode(loaded))
         pairs: list[Any] = []
         for key, value in (overrides or {}).items():
             if value is not None:
@@ -80,6 +86,7 @@ def load_config(
     except (KeyError, ValueError, TypeError, AssertionError) as exc:
         message = " ".join(str(exc.args[0] if exc.args else exc).split())
         raise GradfeatError(f"bad config: {message}") from None
+    validate_config(cfg)
     cfg.freeze()
     return cfg
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from ..errors import GradfeatError
 
@@ -20,10 +21,109 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 
+def read_image(path: str) -> Image.Image:
+    """An RGB image; a file PIL cannot decode is a :class:`GradfeatError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise GradfeatError(f"imagefolder: cannot read image {path}: {err}") from None
+
+
+def _check_image(path: str) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise GradfeatError(f"imagefolder: cannot read image {path}: {err}") from None
+
+
+class ClassFolders(datasets.ImageFolder):
+    """torchvision's ``ImageFolder``, walked without loops or duplicates.
+
+    Symbolic links are followed, but a folder is entered once: never the split's
+    own folder, another class's folder or a folder already walked (so a link such
+    as ``train/c0/loop -> ..`` adds nothing). One file reached twice in a class
+    counts once; one file in two classes is an error. Every image's header is
+    checked when the folder is read, and an image that fails to decode later is
+    reported by path.
+
+    Args:
+        root: The split's folder (``PATH/train``), one subfolder per class.
+        transform: Transform of the PIL images.
+
+    Raises:
+        GradfeatError: An unreadable image, or an image in two classes.
+        FileNotFoundError: A class without images (as in torchvision).
+    """
+
+    def __init__(self, root: str, transform: Callable) -> None:
+        super().__init__(root, transform=transform, loader=read_image)
+        for path, _ in self.samples:
+            _check_image(path)
+
+    @staticmethod
+    def make_dataset(  # type: ignore[override]
+        directory: str,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        directory = os.path.expanduser(directory)
+        class_dirs = {c: os.path.join(directory, c) for c in class_to_idx}
+        entered = {os.path.realpath(directory)}
+        entered |= {os.path.realpath(d) for d in class_dirs.values()}
+        owner: dict[str, tuple[str, str]] = {}
+        instances = []
+        for name, index in sorted(class_to_idx.items(), key=lambda item: item[1]):
+            walked = []
+            for folder, subfolders, files in os.walk(
+                class_dirs[name], followlinks=True
+            ):
+                kept = []
+                for sub in sorted(subfolders):
+                    real = os.path.realpath(os.path.join(folder, sub))
+                    if real not in entered:
+                        entered.add(real)
+                        kept.append(sub)
+                subfolders[:] = kept
+                walked.append((folder, files))
+            found = 0
+            for folder, files in sorted(walked):
+                for file_name in sorted(files):
+                    path = os.path.join(folder, file_name)
+                    if is_valid_file is not None:
+                        valid = is_valid_file(path)
+                    else:
+                        valid = has_file_allowed_extension(
+                            path, extensions or IMG_EXTENSIONS
+                        )
+                    if not valid:
+                        continue
+                    real = os.path.realpath(path)
+                    if real in owner:
+                        first_class, first_path = owner[real]
+                        if first_class != name:
+                            raise GradfeatError(
+                                f"imagefolder: {path} (class {name}) is the same file "
+                                f"as {first_path} (class {first_class}); give each "
+                                "image one class"
+                            )
+                        continue
+                    owner[real] = (name, path)
+                    instances.append((path, index))
+                    found += 1
+            if not found and not allow_empty:
+                raise FileNotFoundError(f"Found no valid file for the class {name}.")
+        return instances
+
+
 def image_folder_splits(
     root: str, train_transform: Callable, test_transform: Callable
 ) -> tuple[datasets.ImageFolder, datasets.ImageFolder]:
-    """``root/train`` and ``root/val``, each with one subfolder per class.
+    """``root/train`` and ``root/val``, each with one subfolder per class
+    (walked by :class:`ClassFolders`: no loops, no duplicates, images checked).
 
     Args:
         root: The folder holding ``train/`` and ``val/``.
@@ -31,8 +131,8 @@ def image_folder_splits(
         test_transform: Transform of validation images.
 
     Raises:
-        GradfeatError: If a folder is missing or empty, or the class folders of
-            ``train/`` and ``val/`` differ.
+        GradfeatError: If a folder is missing or empty, an image is unreadable or
+            in two classes, or the class folders of ``train/`` and ``val/`` differ.
     """
     splits = []
     for part, transform in (("train", train_transform), ("val", test_transform)):
@@ -43,7 +143,7 @@ def image_folder_splits(
                 "and PATH/val/CLASS/*.jpg"
             )
         try:
-            splits.append(datasets.ImageFolder(path, transform=transform))
+            splits.append(ClassFolders(path, transform=transform))
         except FileNotFoundError as err:
             raise GradfeatError(f"imagefolder: no images in {path}: {err}") from err
     train, val = splits

@@ -13,7 +13,7 @@ from torch.optim import SGD, Adam, Optimizer
 from torch.optim.lr_scheduler import StepLR
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from ..errors import GradfeatError
+from ..errors import GradfeatError, ProtocolFailed
 
 TASKS = ("multiclass", "multilabel")
 
@@ -24,6 +24,22 @@ def check_task(task: str) -> None:
     """Raise a :class:`GradfeatError` for an unknown task name."""
     if task not in TASKS:
         raise GradfeatError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
+
+
+def check_finite(values: Tensor, what: str, protocol: str) -> None:
+    """Raise :class:`ProtocolFailed` when ``values`` hold a NaN or an infinity.
+
+    Args:
+        values: Features or logits of one batch.
+        what: What they are, for the message (``features``, ``logits``).
+        protocol: The protocol's name.
+    """
+    if not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise ProtocolFailed(
+            f"{protocol} failed: {bad} of {values.numel()} {what} of a batch are "
+            "non-finite (NaN or Inf); check the backbone's weights and the inputs"
+        )
 
 
 def build_optimizer(
@@ -140,6 +156,11 @@ class ProtocolClassifier(BaseClassifier):
     ) -> Tuple[Tensor, Dict[int, Tensor]]:
         inputs, targets = batch[0], batch[1]
         logits = self.forward(inputs)
+        # Before the first update nothing can have diverged: non-finite logits mean
+        # broken weights or inputs. Later in training a non-finite loss is divergence
+        # (see training_step); at validation any non-finite logit fails the protocol.
+        if not self.training or self.global_step == 0:
+            check_finite(logits, "logits", type(self).__name__)
         if self.task == "multilabel":
             return self.criterion(logits, targets.to(logits.dtype)), {}
         loss = self.criterion(logits, targets)
@@ -160,6 +181,7 @@ class ProtocolClassifier(BaseClassifier):
             return super().validation_step(batch, batch_idx)
         inputs, targets = batch[0], batch[1]
         logits = self.forward(inputs)
+        check_finite(logits, "logits", type(self).__name__)
         loss = self.criterion(logits, targets.to(logits.dtype))
         self.val_map.update(logits.float(), targets.long())
         batch_size = len(targets)

@@ -13,7 +13,7 @@ from torchmetrics.classification import MultilabelAveragePrecision
 
 from ..linearize import LinearizedBackbone
 from ..linearize._split import SplitSpec
-from ._base import check_task
+from ._base import check_finite, check_task
 
 
 class KNNProtocol(KNNClassifier):
@@ -91,6 +91,10 @@ class KNNProtocol(KNNClassifier):
     def num_trainable_parameters(self) -> int:
         """kNN trains nothing."""
         return 0
+
+    def _prepare_features(self, features: Tensor) -> Tensor:
+        check_finite(features, "features", "knn")
+        return super()._prepare_features(features)
 
     def concat_train_features(self) -> None:
         if self.task != "multilabel":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 
 from ..cli import ArgumentParser, main_guard
 from ..errors import GradfeatError
 from .leaderboard import FORMATS, leaderboard_table, render
-from .plot import plot_leaderboard
+from .plot import PLOT_MARKER, PLOT_METADATA_KEYS, plot_leaderboard
 from .store import RESULTS_ENV_VAR, ResultsStore, default_results_path
 
 
@@ -59,6 +60,81 @@ def _updated_document(path: str, table: str) -> str:
     return text[: start + len(BEGIN_MARK)] + "\n" + table + text[end:]
 
 
+#: How each table format starts; ``--out`` replaces only files that start so.
+TABLE_STARTS = ("| model |", "model,", '<table class="gradfeat-leaderboard">', "[")
+#: Files SQLite keeps next to a database.
+_SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_output(
+    path: str, store: str, ours: Callable[[bytes], bool], what: str
+) -> None:
+    """Refuse to write over the results store, or over a file we did not write."""
+    if any(_same_file(path, store + side) for side in _SQLITE_SIDE_FILES):
+        raise GradfeatError(
+            f"refusing to write the {what} to {path}: it is the results database"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GradfeatError(
+            f"folder {folder} does not exist; create it or pick another path"
+        )
+    if not os.path.lexists(path):
+        return
+    if not os.path.isfile(path):
+        raise GradfeatError(
+            f"refusing to write the {what} to {path}: not a regular file"
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError as err:
+        raise GradfeatError(f"cannot read {path}: {err.strerror}") from None
+    if head and not ours(head):
+        raise GradfeatError(
+            f"refusing to replace {path}: it is not a {what} written by "
+            "leaderboard.py; remove it or pick another path"
+        )
+
+
+def _is_table(head: bytes) -> bool:
+    return head.lstrip().startswith(tuple(s.encode() for s in TABLE_STARTS))
+
+
+def _is_plot(head: bytes) -> bool:
+    return PLOT_MARKER.encode() in head
+
+
+def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(temporary)`` next to ``path``, then rename: never a half-written file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    suffix = os.path.splitext(name)[1]
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _write_text(path: str, text: str) -> None:
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    _write_atomically(path, write)
+
+
 def leaderboard_main(argv: Sequence[str] | None = None) -> int:
     """Run the leaderboard command; user errors print one ``error:`` line.
 
@@ -78,9 +154,26 @@ def _leaderboard(args: argparse.Namespace) -> int:
         raise GradfeatError(
             f"{store.path} holds no results yet; run benchmarks/eval.py first"
         )
-    for target in (args.out, args.plot, args.update):
-        folder = os.path.dirname(os.path.abspath(target)) if target else None
-        if folder and not os.path.isdir(folder):
+    targets = [t for t in (args.out, args.plot, args.update) if t]
+    if len({os.path.realpath(t) for t in targets}) < len(targets):
+        raise GradfeatError("--out, --plot and --update must name different files")
+    if args.out:
+        _check_output(args.out, str(store.path), _is_table, "leaderboard table")
+    if args.plot:
+        _check_output(args.plot, str(store.path), _is_plot, "leaderboard plot")
+        fmt = os.path.splitext(args.plot)[1].lstrip(".").lower()
+        if fmt not in PLOT_METADATA_KEYS:
+            raise GradfeatError(
+                f"--plot {args.plot}: use a .png, .pdf or .svg file name"
+            )
+    if args.update:
+        side_files = (str(store.path) + side for side in _SQLITE_SIDE_FILES)
+        if any(_same_file(args.update, side) for side in side_files):
+            raise GradfeatError(
+                f"refusing to update {args.update}: it is the results database"
+            )
+        folder = os.path.dirname(os.path.abspath(args.update))
+        if not os.path.isdir(folder):
             raise GradfeatError(
                 f"folder {folder} does not exist; create it or pick another path"
             )
@@ -88,15 +181,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
     text = render(table, args.format)
     document = _updated_document(args.update, text) if args.update else None
     if args.plot:
-        plot_leaderboard(table, args.plot)
+        _write_atomically(args.plot, lambda temp: plot_leaderboard(table, temp))
     if document is not None:
-        temporary = f"{args.update}.tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(document)
-        os.replace(temporary, args.update)
+        _write_text(args.update, document)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        _write_text(args.out, text)
     elif document is None:
         sys.stdout.write(text)
     return 0

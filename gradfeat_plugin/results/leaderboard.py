@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -11,6 +12,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
+
+from .setting import Setting, setting_notes, setting_of_config
 
 #: The paper's column order; other protocols follow in alphabetical order.
 PROTOCOL_ORDER = ("linear", "grad", "gradfeat", "finetune", "knn")
@@ -72,13 +75,15 @@ Cell = Union[Stat, float, int, str, None]
 
 
 class RowKey(NamedTuple):
-    """What tells leaderboard rows apart."""
+    """What tells leaderboard rows apart: the columns and the whole evaluation
+    setting (the stored config without the seed, see :mod:`.setting`)."""
 
     model: str
     weights: str
     split: str
     dataset: str
     metric: str
+    setting: Setting = ()
 
 
 @dataclass
@@ -106,8 +111,10 @@ class Table:
 def leaderboard_table(records: Sequence[Mapping[str, Any]]) -> Table:
     """Build the leaderboard from stored records.
 
-    Rows are (model, dataset) pairs; a model evaluated with other weights or another
-    ``θ2`` split gets its own row, labelled e.g. ``zoo:x (random)``. Columns: model,
+    Rows are evaluation settings: a model on a dataset with one config (everything
+    but the seed). A model evaluated with other weights, another ``θ2`` split or any
+    other config value gets its own row, and its label says what differs, e.g.
+    ``zoo:x (random)`` or ``zoo:x (DATA.LABEL_FRACTION=0.02)``. Columns: model,
     dataset, metric, seeds, the protocols in the paper's order, the gain recovered
     ``(gradfeat − linear) / (finetune − linear)`` in percent (blank when a term is
     missing or finetune equals linear), the wall time of one seed of all protocols,
@@ -182,27 +189,42 @@ def _latest_per_seed(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def _row_key(record: Mapping[str, Any]) -> RowKey:
-    fields = {name: record.get(name) or "" for name in RowKey._fields}
+    fields = {name: str(record.get(name) or "") for name in RowKey._fields[:-1]}
     # lightly names kNN's accuracy val_knn_top1; it shares the row of val_top1.
     fields["metric"] = fields["metric"].replace("_knn_", "_")
-    return RowKey(**fields)
+    return RowKey(**fields, setting=setting_of_config(record.get("config")))
 
 
 def _row_labels(records: Sequence[Mapping[str, Any]]) -> dict[RowKey, str]:
-    """``model`` plus, in brackets, the weights if not pretrained and the split if
-    the same model was evaluated with several splits."""
+    """``model`` plus, in brackets, the weights if not pretrained, the split if the
+    same model was evaluated with several splits, and the config values that tell
+    its settings on one dataset apart. Labels that still coincide get a digest."""
     splits: dict[str, set[str]] = {}
-    for record in records:
-        splits.setdefault(record["model"], set()).add(record.get("split") or "")
+    settings: dict[tuple[str, str], set[Setting]] = {}
+    keys = {_row_key(record) for record in records}
+    for key in keys:
+        splits.setdefault(key.model, set()).add(key.split)
+        settings.setdefault((key.model, key.dataset), set()).add(key.setting)
+    notes_by_pair = {
+        pair: setting_notes(sorted(found)) for pair, found in settings.items()
+    }
     labels = {}
-    for record in records:
-        key = _row_key(record)
+    for key in keys:
         notes = []
-        if record["weights"] != "pretrained":
-            notes.append(_short_weights(record["weights"]))
-        if len(splits[record["model"]]) > 1:
-            notes.append(f"split={record.get('split') or 'default'}")
-        labels[key] = record["model"] + (f" ({', '.join(notes)})" if notes else "")
+        if key.weights != "pretrained":
+            notes.append(_short_weights(key.weights))
+        if len(splits[key.model]) > 1:
+            notes.append(f"split={key.split or 'default'}")
+        notes += notes_by_pair[(key.model, key.dataset)][key.setting]
+        labels[key] = key.model + (f" ({', '.join(notes)})" if notes else "")
+    shared: dict[tuple[str, str, str], list[RowKey]] = {}
+    for key in keys:
+        shared.setdefault((labels[key], key.dataset, key.metric), []).append(key)
+    for same in shared.values():
+        if len(same) > 1:
+            for key in same:
+                digest = hashlib.sha256(repr(key).encode("utf-8")).hexdigest()[:8]
+                labels[key] += f" [{digest}]"
     return labels
 
 
@@ -269,13 +291,33 @@ def _text_rows(table: Table) -> list[list[str]]:
     ]
 
 
+def _markdown_cell(text: str) -> str:
+    """A cell that stays one cell of one row and shows its text literally."""
+    text = html.escape(text, quote=False).replace("|", "\\|")
+    return "<br>".join(text.splitlines())
+
+
 def _markdown(table: Table) -> str:
     text_columns = {"model", "dataset", "metric"}
     rule = [":---" if c in text_columns else "---:" for c in table.columns]
-    lines = [table.columns, rule, *_text_rows(table)]
-    return "".join(
-        "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n" for cells in lines
-    )
+    lines = [[_markdown_cell(c) for c in table.columns], rule, *(
+        [_markdown_cell(c) for c in cells] for cells in _text_rows(table)
+    )]
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+
+
+#: First characters that make a spreadsheet read a CSV cell as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: str) -> str:
+    """Text that a spreadsheet shows as text: a formula prefix gets a leading ``'``."""
+    if text.startswith(FORMULA_PREFIXES):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
 
 
 def _csv(table: Table) -> str:
@@ -288,7 +330,7 @@ def _csv(table: Table) -> str:
         header += [name, f"{name} std"] if name in stat_columns else [name]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([_csv_cell(name) for name in header])
     for row in table.rows:
         cells = []
         for cell, name in zip(row, table.columns):
@@ -297,7 +339,7 @@ def _csv(table: Table) -> str:
                 std = "" if cell is None or cell.std is None else f"{cell.std:.4f}"
                 cells += [mean, std]
             else:
-                cells.append(_format_cell(cell, name))
+                cells.append(_csv_cell(_format_cell(cell, name)))
         writer.writerow(cells)
     return out.getvalue()
 

@@ -13,6 +13,19 @@ from matplotlib.figure import Figure
 from .leaderboard import Stat, Table, leaderboard_table
 
 
+#: Written into the image's metadata; ``leaderboard.py --plot`` replaces only files
+#: that carry it.
+PLOT_MARKER = "gradfeat-plugin leaderboard"
+#: Image formats whose metadata can carry :data:`PLOT_MARKER`, and the key it goes in.
+PLOT_METADATA_KEYS = {"png": "Software", "pdf": "Creator", "svg": "Creator"}
+
+
+def literal(text: str) -> str:
+    """Text matplotlib shows as it is: no mathtext (``$``), not hidden (``_x``)."""
+    text = text.replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
 def plot_leaderboard(
     results: Table | Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
@@ -28,7 +41,8 @@ def plot_leaderboard(
     Args:
         results: A :class:`Table`, or records to build one with
             :func:`leaderboard_table`.
-        path: The image file to write (the format follows the extension, e.g. PNG).
+        path: The image file to write: ``.png``, ``.pdf`` or ``.svg``. Its metadata
+            carries :data:`PLOT_MARKER`.
         dpi: Resolution of raster formats.
 
     Raises:
@@ -37,7 +51,11 @@ def plot_leaderboard(
     table = results if isinstance(results, Table) else leaderboard_table(results)
     if not table.rows:
         raise ValueError("no results to plot")
-    groups = [f"{row[0]}\n{row[1]}" for row in table.rows]
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if fmt not in PLOT_METADATA_KEYS:
+        known = ", ".join(PLOT_METADATA_KEYS)
+        raise ValueError(f"plot format {fmt!r}; use one of {known}")
+    groups = [literal(f"{row[0]}\n{row[1]}") for row in table.rows]
     metrics = sorted(set(table.column("metric")))
     n_protocols = len(table.protocols)
     width = 0.8 / n_protocols
@@ -55,7 +73,7 @@ def plot_leaderboard(
         bars = axes.bar(
             [x for x, _ in shown], means, width, capsize=3,
             yerr=[math.nan if s.std is None else s.std for _, s in shown],
-            label=protocol, color=f"C{index}", error_kw={"elinewidth": 1},
+            label=literal(protocol), color=f"C{index}", error_kw={"elinewidth": 1},
         )
         axes.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=2, fontsize=7)
         lows += [m - e for m, e in zip(means, errors)]
@@ -66,11 +84,14 @@ def plot_leaderboard(
     axes.set_ylim(bottom, top)
     axes.set_xticks(range(len(groups)), groups, fontsize=8)
     axes.set_xlabel("model / dataset")
-    axes.set_ylabel(f"{' / '.join(metrics)} (%)")
+    axes.set_ylabel(literal(f"{' / '.join(metrics)} (%)"))
     axes.set_title("gradfeat leaderboard (mean ± std over seeds)")
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
     axes.legend(title="protocol", fontsize=8, title_fontsize=8,
                 loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
-    figure.savefig(os.fspath(path), dpi=dpi)
+    figure.savefig(
+        os.fspath(path), dpi=dpi, format=fmt,
+        metadata={PLOT_METADATA_KEYS[fmt]: PLOT_MARKER},
+    )

@@ -152,19 +152,11 @@ class ResultsStore:
     ) -> None:
         self.path = Path(os.path.expanduser(path or default_results_path()))
         self.timeout_s = timeout_s
-        if self.path.is_dir():
-            raise GradfeatError(
-                f"results path {self.path} is a folder; pass a file such as "
-                f"{self.path / DEFAULT_RESULTS_FILE}"
-            )
+        version = verify_store(self.path, writable=create, must_exist=not create)
         if not self.path.exists():
-            if not create:
-                raise GradfeatError(
-                    f"results database {self.path} does not exist; run "
-                    f"benchmarks/eval.py first or pass --results PATH"
-                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._initialise(create)
+        if create:
+            self._initialise(version)
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
@@ -221,49 +213,26 @@ class ResultsStore:
             clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
             params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT {', '.join(COLUMNS)} FROM results{where} ORDER BY id"
+        query = f"SELECT id, {', '.join(COLUMNS)} FROM results{where} ORDER BY id"
         with self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [_from_row(row) for row in rows]
+        return [_from_row(row, self.path) for row in rows]
 
     def __len__(self) -> int:
         with self._connection() as conn:
             return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
-    def _initialise(self, create: bool) -> None:
-        """Create the schema once; check that an existing file is a results store."""
+    def _initialise(self, version: int) -> None:
+        """WAL mode, and the schema in a new file; only after :func:`verify_store`."""
         with self._connection() as conn:
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-            except sqlite3.DatabaseError as err:
-                raise GradfeatError(
-                    f"{self.path} is not a SQLite results database ({err}); "
-                    f"pass another --results"
-                ) from None
-            if version > SCHEMA_VERSION:
-                raise GradfeatError(
-                    f"{self.path} was written by a newer gradfeat-plugin "
-                    f"(schema {version}); upgrade gradfeat-plugin"
-                )
-            if version < SCHEMA_VERSION and not create:
-                raise GradfeatError(
-                    f"{self.path} is not a gradfeat results database; "
-                    f"pass another --results"
-                )
             journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if create and journal_mode.lower() != "wal":
+            if journal_mode.lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
         if version < SCHEMA_VERSION:
             with self._transaction() as conn:
-                tables = {r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%'"
-                )}
-                if tables - {"results"}:
-                    raise GradfeatError(
-                        f"{self.path} is a SQLite database of another program; "
-                        f"pass another --results"
-                    )
+                # Another writer may have created it since the check.
+                if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                    return
                 # Statement by statement: executescript would commit the transaction.
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -291,6 +260,115 @@ class ResultsStore:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _read_only(path: Path, timeout_s: float = 60.0) -> Iterator[sqlite3.Connection]:
+    """A connection that cannot change the file (SQLite's ``mode=ro``).
+
+    A WAL-mode file without a ``-wal`` file beside it holds all its data, and is
+    opened ``immutable`` so that reading it leaves no ``-wal``/``-shm`` files behind.
+    """
+    with open(path, "rb") as f:
+        header = f.read(20)
+    wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:19] == b"\x02"
+    immutable = wal_mode and not Path(f"{path}-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _not_a_store(path: Path, why: str) -> GradfeatError:
+    return GradfeatError(f"{path} is not a gradfeat results database ({why}); "
+                         "pass another --results")
+
+
+def verify_store(
+    path: str | os.PathLike, writable: bool = True, must_exist: bool = False
+) -> int:
+    """Check a results path without changing anything on disk.
+
+    An existing file is opened read-only and must be an empty file or SQLite
+    database, or a gradfeat store whose schema this version reads, that passes
+    SQLite's ``quick_check``; a foreign, corrupt or newer file is refused before
+    anything writes to it. With ``writable``, the file (or, for a new store, its
+    folder) must be writable too, so that a run finds out before it trains.
+
+    Args:
+        path: The database file.
+        writable: The caller is going to write results.
+        must_exist: A missing file is an error (reading a leaderboard).
+
+    Returns:
+        The file's schema version (0 for a new or empty file).
+
+    Raises:
+        GradfeatError: What is wrong, in one line.
+    """
+    path = Path(os.path.expanduser(path))
+    if path.is_dir():
+        raise GradfeatError(
+            f"results path {path} is a folder; pass a file such as "
+            f"{path / DEFAULT_RESULTS_FILE}"
+        )
+    folder = path.resolve().parent
+    if not path.exists():
+        if must_exist:
+            raise GradfeatError(
+                f"results database {path} does not exist; run "
+                f"benchmarks/eval.py first or pass --results PATH"
+            )
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        if writable and not os.access(existing, os.W_OK):
+            raise GradfeatError(f"results folder {existing} is not writable")
+        return 0
+    if not path.is_file():
+        raise GradfeatError(f"results path {path} is not a regular file")
+    if writable and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        raise GradfeatError(
+            f"results database {path} is read-only (it and its folder must be "
+            "writable); pass another --results"
+        )
+    if path.stat().st_size == 0:
+        if must_exist:
+            raise _not_a_store(path, "it is an empty file")
+        return 0
+    try:
+        with _read_only(path) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'"
+            )}
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    except sqlite3.DatabaseError as err:
+        raise GradfeatError(
+            f"{path} is not a SQLite results database ({err}); pass another --results"
+        ) from None
+    if check != "ok":
+        raise _not_a_store(path, f"SQLite finds it damaged: {check}")
+    if version > SCHEMA_VERSION:
+        raise GradfeatError(
+            f"{path} was written by a newer gradfeat-plugin "
+            f"(schema {version}); upgrade gradfeat-plugin"
+        )
+    if version == 0:
+        if tables:
+            raise GradfeatError(
+                f"{path} is a SQLite database of another program; "
+                f"pass another --results"
+            )
+        if must_exist:
+            raise _not_a_store(path, "it has no results table")
+        return 0
+    missing = sorted(set(COLUMNS) - columns) if version == SCHEMA_VERSION else []
+    if "results" not in tables or missing:
+        raise _not_a_store(path, f"its results table lacks {missing or 'everything'}")
+    return version
 
 
 def _to_row(
@@ -351,8 +429,31 @@ def _finite(value: Any, name: str) -> float:
     return number
 
 
-def _from_row(row: Sequence[Any]) -> dict[str, Any]:
-    record = dict(zip(COLUMNS, row))
+def _from_row(row: Sequence[Any], path: Path) -> dict[str, Any]:
+    """A stored row as a record; a hand-edited row that breaks a rule is an error."""
+    row_id, values = row[0], row[1:]
+    record = dict(zip(COLUMNS, values))
+
+    def damaged(why: str) -> GradfeatError:
+        return GradfeatError(
+            f"{path}: row {row_id} is damaged ({why}); delete or repair that row"
+        )
+
+    for name in REQUIRED_FIELDS:
+        if not isinstance(record[name], (str, int, float)) or record[name] == "":
+            raise damaged(f"{name} is {record[name]!r}")
+    value = record["value"]
+    if isinstance(value, str) or not math.isfinite(value):
+        raise damaged(f"value {value!r} is not a finite number")
+    for name in _INT_FIELDS:
+        if record[name] is not None and not isinstance(record[name], int):
+            raise damaged(f"{name} {record[name]!r} is not an integer")
+    wall_time = record["wall_time_s"]
+    if wall_time is not None and not isinstance(wall_time, (int, float)):
+        raise damaged(f"wall_time_s {wall_time!r} is not a number")
     for name in _JSON_FIELDS:
-        record[name] = json.loads(record[name])
+        try:
+            record[name] = json.loads(record[name])
+        except (TypeError, ValueError):
+            raise damaged(f"{name} is not JSON") from None
     return record

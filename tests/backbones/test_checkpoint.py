@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import torch
 from torch import nn
 
 from gradfeat_plugin.backbones import create_backbone, load_checkpoint
+from gradfeat_plugin.backbones.checkpoint import url_cache_path
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.errors import GradfeatError
 
@@ -58,8 +62,13 @@ def test_lightning_checkpoint_reports_heads_and_missing_keys(tmp_path: Path) -> 
     path = tmp_path / "epoch=0.ckpt"
     torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.1}, "epoch": 0}, path)
     before = target.conv4[1].weight.clone()
+    with pytest.raises(GradfeatError, match=r"loads \d+ of \d+ tensors .*4 missing, "
+                       r"first: conv4.1.bias, conv4.1.running_mean, .*--allow-partial"):
+        load_checkpoint(target, str(path))
+    assert torch.equal(target.conv1[0].weight, _encoder(1).conv1[0].weight)  # untouched
     with pytest.warns(UserWarning, match="5 missing keys.*2 unexpected keys"):
-        report = load_checkpoint(target, str(path))
+        report = load_checkpoint(target, str(path), allow_partial=True)
+    assert report.partial
     assert report.prefix == "backbone."
     assert report.unexpected == [
         "backbone_momentum.conv1.0.weight",
@@ -143,9 +152,71 @@ def test_url_is_read_from_the_iopath_cache_offline(
     with pytest.raises(GradfeatError, match="cannot download checkpoint .*unreachable"):
         load_checkpoint(_encoder(1), url)
     source = _encoder(0)
-    cached = tmp_path / "cache" / "runs" / "enc.pth"
+    cached = Path(url_cache_path(url))
+    assert cached.parent.parent == tmp_path / "cache" / "gradfeat_plugin" / "checkpoints"
+    assert cached.name == "enc.pth"
     cached.parent.mkdir(parents=True)
     torch.save(source.state_dict(), cached)
     target = _encoder(1)
     assert load_checkpoint(target, url).missing == []
     _assert_same_weights(source, target)
+
+
+@pytest.fixture()
+def two_servers(tmp_path: Path):
+    """Two local HTTP servers, each serving its own ``w/model.pth``."""
+    servers = []
+    for seed in (0, 1):
+        root = tmp_path / f"site{seed}"
+        (root / "w").mkdir(parents=True)
+        torch.save(_encoder(seed).state_dict(), root / "w" / "model.pth")
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield [f"http://127.0.0.1:{s.server_address[1]}/w/model.pth" for s in servers]
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_url_cache_is_keyed_by_the_whole_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_servers
+) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    first, second = two_servers
+    for url, seed in ((first, 0), (second, 1), (first, 0)):
+        target = _encoder(7)
+        assert load_checkpoint(target, url).missing == []
+        _assert_same_weights(_encoder(seed), target)
+    assert url_cache_path(first) != url_cache_path(second)
+    cached = sorted(p.relative_to(tmp_path / "cache") for p in
+                    (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len(cached) == 2 and all(p.name == "model.pth" for p in cached)
+    assert all(p.parts[:2] == ("gradfeat_plugin", "checkpoints") for p in cached)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/a/../../../../tmp/evil.pth",
+    "http://127.0.0.1:9/a/%2E%2E/%2e%2e/evil.pth",
+    "http://127.0.0.1:9/a/..%5C..%5Cevil.pth",
+])
+def test_url_with_dot_dot_is_refused_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(GradfeatError, match="its path has '..' segments"):
+        load_checkpoint(_encoder(0), url)
+    assert not any(tmp_path.rglob("*.pth"))
+
+
+def test_url_file_name_cannot_leave_the_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    path = Path(url_cache_path("http://h/x/..hid%20den?.pth"))
+    assert path.parent.parent == tmp_path / "cache" / "gradfeat_plugin" / "checkpoints"
+    assert path.name == "hid_den"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from gradfeat_plugin.errors import GradfeatError
+from gradfeat_plugin.errors import GradfeatError, ProtocolFailed
 from gradfeat_plugin.protocols import (
     LinearProtocol,
     _registry,
@@ -46,13 +46,15 @@ def test_register_once(monkeypatch, backbone, cfg):
     assert probe(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
 
 
-def test_nan_loss_stops_the_run_without_result(backbone, digits, cfg):
+def test_nan_input_fails_the_protocol_without_result(backbone, digits, cfg):
     images, labels = digits.train.tensors
     images = images.clone()
     images[5] = float("nan")
     train = TensorDataset(images, labels)
     poisoned = Splits("nan", train, digits.test, 10, "multiclass")
-    with pytest.raises(GradfeatError, match="loss is nan"):
+    # One NaN image makes the feature statistics, hence every logit, NaN: the
+    # protocol fails on its inputs before any update, not as a divergence.
+    with pytest.raises(ProtocolFailed, match="640 of 640 logits .* are non-finite"):
         run_protocols(["linear"], backbone, poisoned, cfg, progress=False)
 
 

@@ -8,10 +8,11 @@ from typing import Any, Callable, Sequence
 from fvcore.common.config import CfgNode
 
 from ..errors import GradfeatError
+from ..linearize._engines import ENGINES
 
 OPTIMIZERS = ("adam", "sgd")
 ABLATION_CHOICES = ("pretrained", "random")
-ENGINE_CHOICES = ("auto", "func", "forward_ad")
+ENGINE_CHOICES = ("auto", *ENGINES)
 # torch's seed range (seed_everything refuses anything outside it).
 MAX_SEED = 2**32 - 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -172,6 +173,11 @@ def verify_linearization(
     """
     dtype = next(lin.suffix.parameters()).dtype
     feature_error = _feature_error(lin, original, sample)
+    if math.isnan(feature_error):
+        raise LinearizationError(
+            "the backbone's features are non-finite (NaN or Inf) on a random batch; "
+            "check its weights"
+        )
     tolerance = FEATURE_TOLERANCE.get(dtype, 1e-2)
     if not feature_error <= tolerance:
         raise LinearizationError(

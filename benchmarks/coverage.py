@@ -59,7 +59,7 @@ def render(rows: list[CoverageRow], seconds: float) -> str:
         f"{torch.__version__.split('+')[0]}). An architecture passes when it runs",
         "(the self-check included, w2 trains in float32), its JVP is exact against",
         f"float64 finite differences of the original model (≤ {EXACT_TOLERANCE:g} relative;",
-        "the best of steps 1e-6, 1e-7, 1e-5: a step across a ReLU kink is not a",
+        "the best of steps 1e-6, 1e-7, 1e-5, 1e-9: a step across a ReLU kink is not a",
         "derivative, and parts a model computes in float32 need the larger step),",
         "f is unchanged, the θ1 cache gives the same numbers (float64), and the default θ2 is a",
         "real block (≥ 1 % of the parameters, holding a conv or linear weight).",

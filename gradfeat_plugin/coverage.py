@@ -128,7 +128,7 @@ class _Float64Throughout(TorchFunctionMode):
 #: activation across a ReLU kink gives a large error at that step only, and a model
 #: that computes some part in float32 needs a larger step; a wrong JVP is wrong at
 #: every step.
-FD_STEPS = (1e-6, 1e-7, 1e-5)
+FD_STEPS = (1e-6, 1e-7, 1e-5, 1e-9)
 
 
 @torch.no_grad()

@@ -164,7 +164,8 @@ class LinearizedBackbone(nn.Module):
 
     @torch.no_grad()
     def _probe_dim(self, sample: torch.Tensor) -> int:
-        # A second batch size shows which Python values at the cut follow it.
+        # Two batch sizes show which Python values at the cut follow the batch.
+        self.forward_prefix(sample)
         boundary = self.forward_prefix(torch.cat([sample, sample[:1]]))
         return int(self.activations_from_prefix(boundary).shape[1])
 

@@ -200,8 +200,11 @@ class _ShapesAcrossTheCut(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, h, w).mean((2, 3))
 
 
-def test_python_values_at_the_cut_are_constants_not_cached():
-    lin = linearize(_ShapesAcrossTheCut().double(), split="top", input_size=(3, 8, 8))
+@pytest.mark.parametrize("verify", [True, False])
+def test_python_values_at_the_cut_are_constants_not_cached(verify):
+    lin = linearize(
+        _ShapesAcrossTheCut().double(), split="top", input_size=(3, 8, 8), verify=verify
+    )
     with torch.no_grad():
         for _, t in lin.named_tangents():
             t.normal_()

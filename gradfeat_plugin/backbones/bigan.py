@@ -8,6 +8,7 @@ smaller padded variant that pools a 4×4 map; the zoo's CPU-sized models use it.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,9 @@ ALI_LAYERS: tuple[tuple[int, int, int], ...] = (
 ALI_IMAGE_SIZE = 32
 
 
-def _ali_block(cin: int, cout: int, kernel: int, stride: int, slope: float) -> nn.Sequential:
+def _ali_block(
+    cin: int, cout: int, kernel: int, stride: int, slope: float
+) -> nn.Sequential:
     # No bias: the BatchNorm that follows has its own shift.
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, padding=0, bias=False),
@@ -123,13 +126,12 @@ class BiGANALIEncoder(nn.Module):
             or not 0 <= leaky_slope < 1
         ):
             raise ValueError(f"leaky_slope must be in [0, 1), got {leaky_slope!r}")
+        self.leaky_slope = float(leaky_slope)
         cin = in_chans
         for i, (cout, kernel, stride) in enumerate(ALI_LAYERS):
-            self.add_module(
-                f"conv{i + 1}", _ali_block(cin, cout, kernel, stride, float(leaky_slope))
-            )
+            block = _ali_block(cin, cout, kernel, stride, self.leaky_slope)
+            self.add_module(f"conv{i + 1}", block)
             cin = cout
-        self.leaky_slope = float(leaky_slope)
         self.num_features = cin
         self.pretrained_cfg = {
             "input_size": (in_chans, ALI_IMAGE_SIZE, ALI_IMAGE_SIZE),
@@ -150,7 +152,7 @@ class BiGANALIEncoder(nn.Module):
         return self.forward_features(x).mean(dim=(2, 3))
 
 
-def bigan_ali(pretrained: bool = False, **kwargs: float) -> BiGANALIEncoder:
+def bigan_ali(pretrained: bool = False, **kwargs: Any) -> BiGANALIEncoder:
     """Entry-point factory of the paper's encoder; weights come from ``--weights PATH``.
 
     Args:

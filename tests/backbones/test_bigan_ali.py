@@ -1,4 +1,4 @@
-"""bigan_ali is the paper's (ALI's) BiGAN encoder, layer by layer, and exactly linearisable."""
+"""bigan_ali is the paper's (ALI's) BiGAN encoder layer by layer; its JVPs are exact."""
 
 from __future__ import annotations
 
@@ -112,6 +112,11 @@ def test_table1_splits_are_exact(split, engine):
     assert [name for name, _ in lin.named_tangents()] == [
         f"{block}.0.{p}" for block in split for p in ("weight", "bias")
     ]
+    # θ1's output is cacheable: the input map of the split's first conv.
+    first = int(split[0][-1])
+    _, cin, _, _, side = PAPER_LAYERS[first - 2]
+    (cached,) = lin.forward_prefix(x.float())
+    assert cached.shape == (3, cin, side, side)
 
 
 def test_setup_registers_the_entry_point(install_distribution, monkeypatch):
@@ -124,8 +129,8 @@ def test_setup_registers_the_entry_point(install_distribution, monkeypatch):
     )
     assert entries["bigan_ali"] == "gradfeat_plugin.backbones.bigan:bigan_ali"
     # The same entry point as an installed distribution (the venv may predate it).
-    install_distribution("ali-check", "ali_check", "",
-                         {BACKBONE_GROUP: {"bigan_ali": entries["bigan_ali"]}})  # fmt: skip
+    entry_points = {BACKBONE_GROUP: {"bigan_ali": entries["bigan_ali"]}}
+    install_distribution("ali-check", "ali_check", "", entry_points)
     bb = create_backbone("bigan_ali", weights="random", leaky_slope=0.2)
     assert (bb.num_features, bb.split, tuple(bb.input_size)) == (
         512, ["conv5"], (3, 32, 32)

@@ -96,7 +96,8 @@ def test_bigan_parts_fit_the_papers_encoder():
     cfg = tiny_cfg()
     module = BiGANPretext(BiGANALIEncoder(), cfg)
     latent = cfg.PRETRAIN.BIGAN.LATENT_DIM
-    assert (module.to_latent.in_features, module.to_latent.out_features) == (512, latent)
+    to_latent = module.to_latent
+    assert (to_latent.in_features, to_latent.out_features) == (512, latent)
     images = torch.rand(4, 3, 32, 32) * 2 - 1
     code = module.encode(images)
     fake = module.generator(torch.randn(4, latent))

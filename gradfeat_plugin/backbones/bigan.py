@@ -99,7 +99,9 @@ class BiGANALIEncoder(nn.Module):
     2, 1, 2, 1 to 64, 128, 256 and 512 channels, none padded: the maps are
     32→28→13→10→4→1. The paper's Table 1 θ2 settings are ``conv5``, ``conv4 conv5``
     and ``conv3 conv4 conv5``; ``conv5`` is the default. The features are the 512
-    channels of the 1×1 map (a larger input is average-pooled).
+    channels of the 1×1 map (a larger input is average-pooled). ALI's encoder goes on
+    with 1×1 convolutions to the latent; in the ``bigan`` recipe a linear map to the
+    latent takes their place.
 
     Args:
         in_chans: Input channels.

@@ -33,6 +33,7 @@ setup(
     entry_points={
         "gradfeat_plugin.backbones": [
             "bigan_encoder = gradfeat_plugin.backbones.bigan:bigan_encoder",
+            "bigan_ali = gradfeat_plugin.backbones.bigan:bigan_ali",
         ],
         "gradfeat_plugin.backbone_sources": [
             "timm = gradfeat_plugin.backbones.sources:TimmSource",

@@ -1,4 +1,4 @@
-"""Backbone architectures the zoo pretrains: a small ResNet and the BiGAN encoder."""
+"""Backbone architectures the zoo pretrains: a small ResNet and the BiGAN encoders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
 
-from ..backbones.bigan import BiGANEncoder
+from ..backbones.bigan import BiGANALIEncoder, BiGANEncoder
 from ..errors import GradfeatError
 
 
@@ -87,6 +87,8 @@ _ARCHS: dict[str, Callable[[], nn.Module]] = {
     "resnet_small": SmallResNet,
     "bigan_encoder": BiGANEncoder,
     "bigan_encoder_w32": lambda: BiGANEncoder(width=32),
+    # The paper's encoder (ALI's), for pretraining on CIFAR-10/100 and SVHN at 32 px.
+    "bigan_ali": BiGANALIEncoder,
 }
 
 

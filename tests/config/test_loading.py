@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from gradfeat_plugin.config import CONFIG_DIR, get_cfg, load_config
 from gradfeat_plugin.errors import GradfeatError
@@ -64,3 +65,23 @@ def test_dataset_defaults_are_shipped_for_the_embedded_data():
 
     assert load_config(dataset_config("mnist5k")).TRAIN.EPOCHS == 30
     assert dataset_config("cifar10") is None
+
+
+@pytest.mark.parametrize(
+    "name, split",
+    [
+        ("paper/bigan_cifar10", ["conv5"]),
+        ("paper/bigan_cifar100", ["conv5"]),
+        ("paper/bigan_svhn", ["conv5"]),
+        ("paper/table1_bigan_cifar10_top1", ["conv5"]),
+        ("paper/table1_bigan_cifar10_top2", ["conv4", "conv5"]),
+        ("paper/table1_bigan_cifar10_top3", ["conv3", "conv4", "conv5"]),
+    ],
+)
+def test_paper_bigan_configs_use_the_papers_encoder(name, split):
+    from gradfeat_plugin.backbones.bigan import BiGANALIEncoder
+
+    cfg = load_config(name)
+    assert (cfg.MODEL.SPEC, list(cfg.MODEL.SPLIT)) == ("bigan_ali", split)
+    modules = dict(BiGANALIEncoder().named_modules())
+    assert all(isinstance(modules[s][0], torch.nn.Conv2d) for s in split)

@@ -93,8 +93,10 @@ class BiGANPretext(PretextModule):
     """Adversarial feature learning; the pretext loss recorded is D's loss.
 
     Args:
-        backbone: The encoder being pretrained (a ``BiGANEncoder``); inputs must be
-            32×32 and normalised to ``[-1, 1]`` like G's output.
+        backbone: The encoder being pretrained (``bigan_encoder`` or the paper's
+            ``bigan_ali``); inputs must be 32×32 and normalised to ``[-1, 1]`` like
+            G's output. A linear map takes its ``num_features`` (512 for
+            ``bigan_ali``) to the latent that G and D share.
         cfg: The config (``cfg.PRETRAIN.BIGAN``).
         num_classes: Unused (the recipe uses no labels).
         task: Unused.

@@ -20,6 +20,8 @@ from .run import (
     ProtocolResult,
     build_trainer,
     expand_protocols,
+    iter_protocols,
+    metric_name,
     run_protocols,
 )
 
@@ -41,7 +43,9 @@ __all__ = [
     "create_protocol",
     "expand_protocols",
     "get_protocol_class",
+    "iter_protocols",
     "list_protocols",
+    "metric_name",
     "register_protocol",
     "run_protocols",
 ]

@@ -13,7 +13,7 @@ from torch.optim import SGD, Adam, Optimizer
 from torch.optim.lr_scheduler import StepLR
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from ..errors import GradfeatError
+from ..errors import GradfeatError, ProtocolDiverged
 
 TASKS = ("multiclass", "multilabel")
 
@@ -149,9 +149,9 @@ class ProtocolClassifier(BaseClassifier):
     def training_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
         if not torch.isfinite(loss):
-            raise GradfeatError(
-                f"{type(self).__name__} training loss is {loss.item()} at step "
-                f"{self.global_step}; lower TRAIN.LR or check the inputs for NaN/Inf"
+            raise ProtocolDiverged(
+                f"training loss is {loss.item()} at step {self.global_step}; "
+                "lower the learning rate or check the inputs for NaN/Inf"
             )
         return loss
 

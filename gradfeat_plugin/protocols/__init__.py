@@ -3,6 +3,7 @@
 from ._base import ProtocolClassifier, build_optimizer
 from ._cache import CachedInputs, FrozenOutputs
 from ._models import SplitNetwork
+from .classifiers import FinetuneClassifier, GradClassifier, GradfeatClassifier
 from ._registry import (
     ENTRY_POINT_GROUP,
     create_protocol,
@@ -29,7 +30,10 @@ __all__ = [
     "ALL_PROTOCOLS",
     "CachedInputs",
     "ENTRY_POINT_GROUP",
+    "FinetuneClassifier",
     "FinetuneProtocol",
+    "GradClassifier",
+    "GradfeatClassifier",
     "FrozenOutputs",
     "GradFeatProtocol",
     "GradProtocol",

@@ -201,12 +201,22 @@ class _ProtocolRun:
     ) -> tuple[LightningModule, dict[str, float]]:
         cls = get_protocol_class(name)
         cfg = self.cfg
-        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
         trainer = build_trainer(cfg, self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
         batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
         cached = self.use_cache and cls.can_cache(cfg)
+        device = trainer.strategy.root_device
+        standardize = cfg.TRAIN.STANDARDIZE_FEATURES and getattr(
+            cls, "standardizes_features", False
+        )
+        # θ1's outputs and the feature statistics come first: building them draws
+        # random numbers (the linearisation checks itself), which must not shift
+        # the seeded stream, so that the lightly-shaped classifiers, fitted by a
+        # user's Trainer, draw the same numbers as this run.
+        statistics = self.feature_statistics(device) if standardize else None
+        train, test = self._datasets(cls, cached, device)
+        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
         module = cls(
             model=self.backbone.model,
             num_classes=self.data.num_classes,
@@ -217,11 +227,10 @@ class _ProtocolRun:
             split=self.split,
             batch_size_per_device=batch_size,
         )
-        if cfg.TRAIN.STANDARDIZE_FEATURES and getattr(cls, "standardizes_features", False):
-            module.set_standardization(*self.feature_statistics(trainer.strategy.root_device))
+        if statistics is not None:
+            module.set_standardization(*statistics)
         if cls.needs_probe:
             module.set_probe(*self.trained_probe())
-        train, test = self._datasets(cls, cached, trainer.strategy.root_device)
         eval_loader = self._loader(test, batch_size, False, cached)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached)

@@ -1,0 +1,33 @@
+"""benchmarks/lightly_benchmark.py with tiny settings: lightly's workflow end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from gradfeat_plugin import create_backbone
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location(
+    "lightly_benchmark", ROOT / "benchmarks" / "lightly_benchmark.py")
+lightly_benchmark = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(lightly_benchmark)
+
+
+def test_tiny_run_scores_above_chance_and_its_checkpoint_loads(tmp_path, capsys):
+    out = tmp_path / "simclr.ckpt"
+    results = lightly_benchmark.run([
+        "--epochs", "1", "--eval-epochs", "2", "--subset", "256", "--input-size", "16",
+        "--accelerator", "cpu", "--no-progress", "--out", str(out)])
+    assert set(results) == {"knn", "linear (lightly)", "gradfeat"}
+    assert results["knn"] > 0.3 and results["gradfeat"] > 0.2  # chance: 0.1
+    assert "| gradfeat |" in capsys.readouterr().out
+    # The Lightning checkpoint (hyperparameters: an argparse Namespace) is what
+    # benchmarks/eval.py --model torchvision:resnet18 --weights OUT loads.
+    backbone = create_backbone("torchvision:resnet18", weights=str(out), input_size=16)
+    state = torch.load(out, weights_only=False)["state_dict"]
+    assert torch.equal(backbone.model.layer4[1].conv2.weight,
+                       state["backbone.layer4.1.conv2.weight"])
+    assert backbone.input_size == (3, 16, 16)

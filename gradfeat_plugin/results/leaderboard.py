@@ -52,7 +52,10 @@ JSON_FIELDS = (
 #: Markers of footnotes, in order of first use.
 MARKERS = "¹²³⁴⁵⁶⁷⁸⁹"
 CHANCE_NOTE = "at or below chance ({:.2f} %: one of {} classes)"
-NEGATIVE_GAIN_NOTE = "gradfeat below the linear probe: negative gain recovered"
+NEGATIVE_GAIN_NOTE = (
+    "negative gain recovered: gradfeat and fine-tuning fall on opposite sides of "
+    "the linear probe"
+)
 FINETUNE_NOTE = "fine-tuning below the linear probe: check its optimisers and lr"
 
 

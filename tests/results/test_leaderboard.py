@@ -185,4 +185,4 @@ def test_doubtful_and_diverged_numbers_are_flagged_in_every_format():
     assert len(by_protocol["finetune"]["notes"]) == 2 and by_protocol["linear"]["notes"] == []
     gain = make_run({"linear": 0.5, "gradfeat": 0.45, "finetune": 0.6})
     text = render(leaderboard_table(gain), "md")
-    assert "-50.00¹" in text and "¹ gradfeat below the linear probe" in text
+    assert "-50.00¹" in text and "¹ negative gain recovered: gradfeat and" in text

@@ -47,8 +47,8 @@ FLAG_KEYS = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", nargs="+", default=["all"], choices=PROTOCOL_CHOICES,
-                   help="one or more protocols, or all")
+    p.add_argument("--protocol", nargs="+", default=["all"], metavar="PROTOCOL",
+                   help=f"one or more of {', '.join(PROTOCOL_CHOICES)}")
     p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
     p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")
     p.add_argument("--weights-key", metavar="PREFIX",
@@ -77,7 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list-protocols", action="store_true")
     p.add_argument("--list-datasets", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # KEY VALUE overrides right after the list (--protocol linear TRAIN.LR 0.1) are
+    # overrides, not protocol names.
+    for index, name in enumerate(args.protocol):
+        if name not in PROTOCOL_CHOICES:
+            if index and name.split(".")[0].isupper():
+                args.opts = args.protocol[index:] + args.opts
+                args.protocol = args.protocol[:index]
+                break
+            p.error(f"argument --protocol: invalid choice: {name!r} (choose from "
+                    f"{', '.join(PROTOCOL_CHOICES)})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

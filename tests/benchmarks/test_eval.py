@@ -131,14 +131,15 @@ def test_protocol_list_input_size_and_interrupt_keeps_finished_rows(
             raise KeyboardInterrupt
 
     monkeypatch.setitem(eval_script.evaluate.__globals__, "iter_protocols", interrupted)
-    assert run_eval(["--protocol", "knn", "linear", *FAST, "--input-size", "24",
-                     "--results", str(db)]) == 130
+    assert run_eval([*FAST, "--input-size", "24", "--results", str(db),
+                     "--protocol", "knn", "linear", "KNN.K", "10"]) == 130
     assert capsys.readouterr().err.strip() == "error: interrupted"
     with sqlite3.connect(db) as conn:
         (stored,) = conn.execute("SELECT protocol, value, extra FROM results").fetchall()
     assert stored[0] == "knn" and stored[1] > 0.3
     assert '"input_size": [3, 24, 24]' in stored[2]
-    assert len(list((tmp_path / "runs").glob("*.yaml"))) == 1
+    (saved,) = (tmp_path / "runs").glob("*.yaml")
+    assert "K: 10" in saved.read_text() and "INPUT_SIZE: 24" in saved.read_text()
 
 
 def test_exit_status_of_the_script(tmp_path):

@@ -24,8 +24,8 @@ EPOCHS = 2
 def _fit(module, digits, epochs=EPOCHS, **trainer_kwargs):
     """A Trainer as a lightly user builds one (sanity check, validation each epoch)."""
     trainer = Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      **trainer_kwargs)
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, **trainer_kwargs)
     trainer.fit(module, DataLoader(digits.train, batch_size=64, shuffle=True),
                 DataLoader(digits.test, batch_size=64))
     return trainer, float(trainer.callback_metrics["val_top1"])
@@ -62,7 +62,7 @@ def test_whole_ssl_module_reloads_from_a_checkpoint(backbone, digits, tmp_path):
     whole = GradfeatClassifier(SimCLRLike(backbone.model), 64, lr=1e-3,
                                feature_dim=64, num_classes=10)
     assert whole.hparams["split"] == ["backbone.conv4"]
-    trainer, value = _fit(whole, digits, epochs=1, default_root_dir=tmp_path)
+    trainer, value = _fit(whole, digits, epochs=1)
     seed_everything(0)
     direct = GradfeatClassifier(backbone.model, 64, num_classes=10)
     assert _fit(direct, digits, epochs=1)[1] == value
@@ -71,7 +71,8 @@ def test_whole_ssl_module_reloads_from_a_checkpoint(backbone, digits, tmp_path):
     reloaded = GradfeatClassifier.load_from_checkpoint(
         path, model=SimCLRLike(backbone.model), weights_only=True)
     assert bool(reloaded.prepared)
-    metrics = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(
+    metrics = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False).validate(
         reloaded, DataLoader(digits.test, batch_size=64), verbose=False)
     assert metrics[0]["val_top1"] == pytest.approx(value)
 

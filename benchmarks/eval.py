@@ -1,10 +1,14 @@
 """Score a pretrained backbone with gradfeat and its baselines; store and show the results.
 
     python benchmarks/eval.py --protocol all                     # embedded default
-    python benchmarks/eval.py --protocol gradfeat --model timm:resnet18 --weights random
+    python benchmarks/eval.py --protocol linear gradfeat knn --model timm:resnet18 \
+        --weights model.ckpt --weights-key student_backbone --input-size 32
 
 User errors (unknown names, missing files, bad checkpoints or configs) print one
-``error:`` line and exit with status 2; nothing is written.
+``error:`` line and exit with status 2; nothing is written. Each protocol's row is
+stored as it finishes; a protocol that diverged or failed is stored as such, an
+``error:`` line names it and the exit status is 1. Ctrl-C keeps the finished
+protocols and exits with status 130.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ FLAG_KEYS = {
     "model": "MODEL.SPEC",
     "weights": "MODEL.WEIGHTS",
     "allow_partial_weights": "MODEL.ALLOW_PARTIAL_WEIGHTS",
+    "weights_key": "MODEL.WEIGHTS_KEY",
+    "input_size": "MODEL.INPUT_SIZE",
     "split": "MODEL.SPLIT",
     "dataset": "DATA.DATASET",
     "data_dir": "DATA.DATA_DIR",
@@ -42,11 +48,18 @@ FLAG_KEYS = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", default="all", choices=PROTOCOL_CHOICES)
+    p.add_argument("--protocol", nargs="+", default=["all"], metavar="PROTOCOL",
+                   help=f"one or more of {', '.join(PROTOCOL_CHOICES)}")
     p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
     p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")
     p.add_argument("--allow-partial-weights", action="store_const", const=True,
                    help="accept a checkpoint that leaves model tensors unloaded")
+    p.add_argument("--weights-key", metavar="PREFIX",
+                   help="the backbone's key prefix in the checkpoint, e.g. "
+                   "student_backbone or model.backbone (default: the one that fits)")
+    p.add_argument("--input-size", metavar="N|C,H,W",
+                   help="image size fed to the backbone, e.g. 32 or 3,32,32 "
+                   "(default: recorded with the checkpoint, else the model's)")
     p.add_argument("--split", nargs="+", help="θ2 module name(s); default: the family's top block")
     p.add_argument("--dataset", help="dataset name (see --list-datasets)")
     p.add_argument("--data-dir", help="root folder of downloaded datasets")
@@ -69,7 +82,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list-splits", metavar="MODEL",
                    help="print MODEL's θ2 candidates with parameter counts, default marked")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # KEY VALUE overrides right after the list (--protocol linear TRAIN.LR 0.1) are
+    # overrides, not protocol names.
+    for index, name in enumerate(args.protocol):
+        if name not in PROTOCOL_CHOICES:
+            if index and name.split(".")[0].isupper():
+                args.opts = args.protocol[index:] + args.opts
+                args.protocol = args.protocol[:index]
+                break
+            p.error(f"argument --protocol: invalid choice: {name!r} (choose from "
+                    f"{', '.join(PROTOCOL_CHOICES)})")
+    return args
 
 
 def split_table(spec: str) -> str:
@@ -111,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.config or dataset_config(args.dataset or get_cfg().DATA.DATASET)
     cfg = load_config(config_file, args.opts, overrides)
     results_path = cfg.RESULTS.PATH or default_results_path()
-    run = evaluate(cfg, [args.protocol], results_path, progress=not args.no_progress)
+    run = evaluate(cfg, args.protocol, results_path, progress=not args.no_progress)
     if run.run_id is None:
         return 0
     print(f"\nrun {run.run_id}: {cfg.MODEL.SPEC} on {cfg.DATA.DATASET}")
-    print(f"{'protocol':<10}{'metric':<14}{'value %':>8}{'wall s':>9}{'trainable':>12}")
+    print(f"{'protocol':<10}{'metric':<14}{'value %':>9}{'wall s':>9}{'trainable':>12}")
     for r in run.results:
-        print(f"{r.protocol:<10}{r.metric:<14}{100 * r.value:>8.2f}{r.wall_time_s:>9.1f}"
+        value = f"{100 * r.value:>9.2f}" if r.value is not None else f"{r.status:>9}"
+        print(f"{r.protocol:<10}{r.metric:<14}{value}{r.wall_time_s:>9.1f}"
               f"{r.trainable_params:>12,}")
     print(f"\n{len(run.records)} results written to {results_path} "
           f"(config: {run.config_path})\n")
@@ -125,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         dataset=run.records[0]["dataset"]
     )
     print(render(leaderboard_table(records), "md"))
+    if run.unfinished:
+        finished = len(run.results) - len(run.unfinished)
+        what = "; ".join(f"{r.protocol} {r.status} ({r.reason})" for r in run.unfinished)
+        print(f"error: {what}; the {finished} finished protocol(s) were stored",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,6 +25,9 @@ from .linearize import (
     resolve_split,
 )
 from .protocols import (
+    FinetuneClassifier,
+    GradClassifier,
+    GradfeatClassifier,
     ProtocolResult,
     create_protocol,
     list_protocols,
@@ -39,6 +42,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone",
     "DatasetSplits",
+    "FinetuneClassifier",
+    "GradClassifier",
+    "GradfeatClassifier",
     "GradfeatError",
     "LinearizedBackbone",
     "LoadReport",

@@ -38,5 +38,5 @@ def main_guard(main: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         return 130

@@ -11,8 +11,23 @@ class GradfeatError(Exception):
 
 
 class ProtocolFailed(Exception):
-    """A protocol that cannot give a right number (its message is the reason).
+    """A protocol whose numbers cannot be trusted (non-finite features or logits).
 
-    Raised from inside a protocol, e.g. when its features or logits are not
-    finite; the protocol's result is not stored as a number.
+    Not a user error: the run records the protocol as ``failed`` with ``reason``,
+    keeps the protocols that finished, and goes on with the others.
+
+    Args:
+        reason: One line saying what went wrong and what to try.
     """
+
+    status = "failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProtocolDiverged(ProtocolFailed):
+    """Training produced a non-finite loss; the protocol is recorded as ``diverged``."""
+
+    status = "diverged"

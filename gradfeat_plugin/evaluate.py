@@ -13,10 +13,10 @@ from .backbones import Backbone, create_backbone
 from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
-from .linearize import resolve_split
-from .protocols import ProtocolResult, expand_protocols, run_protocols
+from .linearize import linearize, resolve_split
+from .protocols import ProtocolResult, expand_protocols, iter_protocols
 from .results import ResultsStore, config_hash, count_flops, package_versions
-from .results.store import verify_store
+from .results.store import new_run_id, verify_store
 
 
 @dataclass
@@ -25,7 +25,7 @@ class EvalRun:
 
     Attributes:
         run_id: The results-store id (``None`` on non-zero ranks, which write nothing).
-        results: One :class:`ProtocolResult` per protocol.
+        results: One :class:`ProtocolResult` per protocol, diverged ones included.
         records: The rows written to the store.
         config_path: Where the merged config was saved.
     """
@@ -34,6 +34,11 @@ class EvalRun:
     results: list[ProtocolResult]
     records: list[dict[str, Any]] = field(default_factory=list)
     config_path: str | None = None
+
+    @property
+    def unfinished(self) -> list[ProtocolResult]:
+        """The protocols that diverged or failed."""
+        return [r for r in self.results if r.status != "ok"]
 
 
 def _check_results_path(path: str) -> None:
@@ -52,6 +57,20 @@ def _check_knn_k(cfg: CfgNode, names: list[str], data: DatasetSplits) -> None:
         )
 
 
+def _check_linearization(cfg: CfgNode, backbone: Backbone) -> None:
+    """Build the linearised backbone once before any training: its self-check (f
+    unchanged, the JVP exact, w2 trainable) turns a model it cannot handle into an
+    ``error:`` line instead of a number in the store."""
+    linearize(
+        backbone.model,
+        backbone.split,
+        fold_bn=cfg.MODEL.FOLD_BN,
+        ntk=cfg.MODEL.NTK,
+        engine=cfg.MODEL.ENGINE,
+        input_size=backbone.input_size,
+    )
+
+
 def _check_dataset_name(name: str) -> None:
     # Checked before the backbone is built: a zoo backbone may pretrain first.
     if name not in list_datasets() and not (name.startswith("imagefolder:") and name[12:]):
@@ -62,7 +81,10 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
     """The backbone (with the configured θ2) and the dataset a config names."""
     _check_dataset_name(cfg.DATA.DATASET)
     backbone = create_backbone(
-        cfg.MODEL.SPEC, weights=cfg.MODEL.WEIGHTS,
+        cfg.MODEL.SPEC,
+        weights=cfg.MODEL.WEIGHTS,
+        weights_key=cfg.MODEL.WEIGHTS_KEY,
+        input_size=cfg.MODEL.INPUT_SIZE,
         allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
     )
     if cfg.MODEL.SPLIT:
@@ -99,9 +121,12 @@ def evaluate(
 ) -> EvalRun:
     """Run the protocols a config asks for and store one row per protocol.
 
-    Everything that can be checked is checked before training starts, and rows are
-    written in one transaction after every protocol finished: a failed or
-    interrupted run leaves nothing behind.
+    Everything that can be checked is checked before training starts. The merged
+    config is saved (``runs/RUN_ID.yaml`` next to the store) before the first row,
+    and each protocol's row is written in its own transaction as soon as the
+    protocol finishes: a later failure or an interruption keeps the finished ones.
+    A protocol that diverged or failed is stored with its status and reason and no
+    value.
 
     Args:
         cfg: The frozen, merged config.
@@ -117,10 +142,8 @@ def evaluate(
     _check_results_path(results_path)
     backbone, data = load_inputs(cfg)
     _check_knn_k(cfg, names, data)
+    _check_linearization(cfg, backbone)
     pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
-    results = run_protocols(names, backbone, data, cfg, progress=progress)
-    if not results:
-        return EvalRun(run_id=None, results=[])
     flops, params = count_flops(backbone.model, tuple(backbone.input_size))
     common = {
         "model": backbone.spec,
@@ -133,15 +156,31 @@ def evaluate(
         "config_hash": config_hash(cfg.dump()),
         "config": cfg.dump(),
     }
-    records = []
-    for result in results:
+    run = EvalRun(run_id=None, results=[])
+    store: ResultsStore | None = None
+    for result in iter_protocols(names, backbone, data, cfg, progress=progress):
+        if store is None:
+            store = ResultsStore(results_path)
+            run.run_id = new_run_id()
+            run.config_path = _save_config(cfg, results_path, run.run_id)
         row = asdict(result)
         row.update(common)
-        records.append(row)
-    store = ResultsStore(results_path)
-    run_id = store.add_run(records)
+        row["extra"] = {
+            **row["extra"],
+            "input_size": list(backbone.input_size),
+            "num_classes": data.num_classes,
+            "task": data.task,
+        }
+        store.add_run([row], run_id=run.run_id)
+        run.results.append(result)
+        run.records.append(row)
+    return run
+
+
+def _save_config(cfg: CfgNode, results_path: str, run_id: str) -> str:
+    """The run's merged config as ``runs/RUN_ID.yaml`` next to the store."""
     config_dir = Path(results_path).resolve().parent / "runs"
     config_dir.mkdir(exist_ok=True)
     config_path = config_dir / f"{run_id}.yaml"
     config_path.write_text(cfg.dump())
-    return EvalRun(run_id, results, records, str(config_path))
+    return str(config_path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import pathlib
 import pickle
 import re
 import warnings
@@ -18,10 +20,18 @@ from torch import nn
 
 from ..errors import GradfeatError
 from . import _offline
+from ._layouts import REMAPPED_PREFIXES, select_tensors
 
-# Wrappers whose attribute names prefix the backbone's keys: DDP (``module.``),
-# lightly/Lightning modules (``backbone.``, ``model.``) and encoders of SSL methods.
-REMAPPED_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+# Plain types that Lightning checkpoints keep in their hyperparameters
+# (``save_hyperparameters(args)`` stores an argparse Namespace). Only these are
+# allowed besides tensors and containers; any other global is refused.
+HYPERPARAMETER_TYPES = (
+    argparse.Namespace,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+)
 # Dict keys under which Lightning, timm and most training scripts nest the weights.
 NESTED_STATE_DICT_KEYS = ("state_dict", "model")
 _URL_SCHEMES = ("http", "https", "ftp")
@@ -44,6 +54,7 @@ class LoadReport:
         loaded: Model keys that received a tensor.
         missing: Model keys the checkpoint lacks (left as they were).
         unexpected: Checkpoint keys that fit no model key (ignored).
+        layout: ``names`` (keys matched by name) or ``order`` (by order and shape).
     """
 
     path: str
@@ -51,6 +62,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    layout: str = "names"
 
     @property
     def partial(self) -> bool:
@@ -121,7 +133,9 @@ def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint, unpickled with ``weights_only=True``.
 
     Nested ``state_dict`` / ``model`` entries (Lightning, timm) are unwrapped;
-    non-tensor entries are dropped.
+    non-tensor entries are dropped. Besides tensors and containers, only the plain
+    types of :data:`HYPERPARAMETER_TYPES` (a Lightning checkpoint's saved
+    ``argparse.Namespace``) may appear.
 
     Args:
         path_or_url: A local path or an http(s)/ftp URL (cached by iopath).
@@ -132,7 +146,9 @@ def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
     """
     local = _local_copy(path_or_url)
     try:
-        with path_manager.open(local, "rb") as f:
+        with path_manager.open(local, "rb") as f, torch.serialization.safe_globals(
+            list(HYPERPARAMETER_TYPES)
+        ):
             obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only names the blocked callable as a GLOBAL; other unpickling
@@ -224,22 +240,28 @@ def remap_state_dict(
 
 
 def load_checkpoint(
-    model: nn.Module, path_or_url: str, allow_partial: bool = False
+    model: nn.Module, path_or_url: str, allow_partial: bool = False,
+    weights_key: str = "",
 ) -> LoadReport:
     """Load a checkpoint from lightly, Lightning, DDP, timm or a plain state_dict.
 
     The file is read through iopath (URLs are cached under a digest of the whole
     URL, see :func:`url_cache_path`) and unpickled with
-    ``torch.load(..., weights_only=True)``; wrapper prefixes are remapped (see
-    :func:`remap_state_dict`). A checkpoint that leaves model tensors unloaded is
-    an error unless ``allow_partial``; unexpected keys, and missing ones that are
-    allowed, are warned about and returned.
+    ``torch.load(..., weights_only=True)``. The backbone's tensors are found under
+    the prefix that fits the model best (``module.``, ``backbone.``,
+    ``model.backbone.``, ...; ``weights_key`` picks one, e.g. ``teacher_backbone``),
+    matched by name or, for a ``Sequential`` of the model's children as lightly's
+    examples build it, by order and shape. A checkpoint that leaves model tensors
+    unloaded is an error unless ``allow_partial``; unexpected keys, and missing ones
+    that are allowed, are warned about and returned.
 
     Args:
         model: The backbone to load into (in place).
         path_or_url: A local path or URL.
         allow_partial: Accept a checkpoint that lacks some of the model's tensors
             (they keep their current values).
+        weights_key: Key prefix of the backbone inside the checkpoint (``""``: the
+            one that fits).
 
     Returns:
         A :class:`LoadReport`.
@@ -251,13 +273,10 @@ def load_checkpoint(
     """
     state_dict = read_state_dict(path_or_url)
     target = model.state_dict()
-    prefix, remapped = remap_state_dict(state_dict, set(target))
-    if not remapped:
-        raise GradfeatError(
-            f"no tensor in checkpoint {path_or_url} fits {type(model).__name__} "
-            f"(checkpoint keys start {sorted(state_dict)[:3]}, model keys "
-            f"{list(target)[:3]}); check the --model spec"
-        )
+    selection = select_tensors(
+        state_dict, target, path_or_url, weights_key, type(model).__name__
+    )
+    prefix, remapped = selection.prefix, selection.tensors
     for key, value in remapped.items():
         if value.shape != target[key].shape:
             raise GradfeatError(
@@ -278,10 +297,8 @@ def load_checkpoint(
         prefix=prefix,
         loaded=sorted(remapped),
         missing=sorted(set(target) - set(remapped)),
-        unexpected=sorted(
-            k for k in state_dict
-            if not (k.startswith(prefix) and k[len(prefix):] in remapped)
-        ),
+        unexpected=sorted(set(state_dict) - set(selection.source_keys.values())),
+        layout=selection.layout,
     )
     if report.missing or report.unexpected:
         warnings.warn(

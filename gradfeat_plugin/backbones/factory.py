@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from timm.data import resolve_model_data_config
 from torch import nn
 
 from ..errors import GradfeatError
 from ..linearize import default_split
-from ..linearize.backbone import _input_size
+from ..linearize.backbone import _input_size as model_input_size
 from . import _offline
 from ._registry import get_factory, get_source
 from .checkpoint import load_checkpoint
@@ -29,7 +31,8 @@ class Backbone:
         weights: ``"pretrained"``, ``"random"``, or the checkpoint path/URL.
         num_features: ``d``.
         split: Default θ2 module names (``model.gradfeat_split`` if set).
-        input_size: ``(C, H, W)`` the model expects.
+        input_size: ``(C, H, W)`` the model is fed: the ``input_size`` asked for,
+            else the one its checkpoint's metadata records, else the family's.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
         partial: The checkpoint left some model tensors as initialised (allowed
@@ -69,8 +72,64 @@ def _build(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     return _call_plugin_factory(spec, get_factory(spec), pretrained, **kwargs)
 
 
+def parse_input_size(value: str | int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``32``, ``"32"``, ``"3,32,32"`` or ``(3, 32, 32)`` as a tuple; empty gives ``None``.
+
+    Raises:
+        GradfeatError: Not one or three positive integers.
+
+    >>> parse_input_size("32"), parse_input_size("1,28,28"), parse_input_size("")
+    ((32,), (1, 28, 28), None)
+    """
+    if value is None or value == "" or value == ():
+        return None
+    if isinstance(value, int):
+        parts: list[Any] = [value]
+    elif isinstance(value, str):
+        parts = [p.strip() for p in value.replace("x", ",").split(",")]
+    else:
+        parts = list(value)
+    try:
+        size = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) not in (1, 3) or min(size) < 1:
+        raise GradfeatError(
+            f"input size must be N or C,H,W with positive integers, got {value!r}"
+        )
+    return size
+
+
+def recorded_input_size(weights: str) -> tuple[int, int, int] | None:
+    """The input size a checkpoint's metadata records (``benchmarks/pretrain.py``
+    writes ``NAME.json`` next to ``NAME.pth``), or ``None``."""
+    path = os.path.splitext(weights)[0] + ".json"
+    try:
+        with open(path) as f:
+            size = json.load(f)["pretrained_cfg"]["input_size"]
+        return (int(size[0]), int(size[1]), int(size[2]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _input_size(
+    asked: tuple[int, ...] | None, weights: str, default: tuple[int, ...]
+) -> tuple[int, int, int]:
+    if asked is not None:
+        return (default[0], asked[0], asked[0]) if len(asked) == 1 else asked  # type: ignore[return-value]
+    if weights not in WEIGHTS_CHOICES:
+        recorded = recorded_input_size(weights)
+        if recorded is not None:
+            return recorded
+    return tuple(default)  # type: ignore[return-value]
+
+
 def create_backbone(
-    spec: str, weights: str = "pretrained", allow_partial_weights: bool = False,
+    spec: str,
+    weights: str = "pretrained",
+    weights_key: str = "",
+    input_size: str | int | Sequence[int] | None = None,
+    allow_partial_weights: bool = False,
     **kwargs: Any,
 ) -> Backbone:
     """Build a backbone from a model spec.
@@ -80,6 +139,10 @@ def create_backbone(
             ``SOURCE:NAME``, or the name of a registered / entry-point backbone.
         weights: ``"pretrained"`` (the library's default weights), ``"random"``, or a
             checkpoint path or URL loaded with :func:`load_checkpoint`.
+        weights_key: The backbone's key prefix in the checkpoint, e.g.
+            ``teacher_backbone`` (``""``: the prefix that fits).
+        input_size: ``N`` or ``(C, H, W)`` to feed the model instead of its
+            default (e.g. 32 for a model pretrained on 32-pixel images).
         allow_partial_weights: Accept a checkpoint that leaves model tensors
             unloaded (otherwise an error); the backbone is then marked ``partial``.
         **kwargs: Passed to the model constructor (e.g. ``in_chans`` for timm).
@@ -96,13 +159,17 @@ def create_backbone(
     """
     if not weights:
         raise GradfeatError("--weights must be 'pretrained', 'random' or a PATH/URL")
+    asked = parse_input_size(input_size)
     model = _build(spec, weights == "pretrained", **kwargs)
     partial = False
     if weights not in WEIGHTS_CHOICES:
-        partial = load_checkpoint(model, weights, allow_partial_weights).partial
+        partial = load_checkpoint(
+            model, weights, allow_partial_weights, weights_key=weights_key
+        ).partial
     model.eval()
     data_config = resolve_model_data_config(model)
-    input_size = _input_size(model, {"input_size": tuple(data_config["input_size"])})
+    default_size = model_input_size(model, {"input_size": tuple(data_config["input_size"])})
+    input_size = _input_size(asked, weights, default_size)
     # The real pooled width: timm's num_features is the width before a
     # pre-logits layer on some families (head_hidden_size).
     num_features = feature_dim(model, input_size, spec)

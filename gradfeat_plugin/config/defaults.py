@@ -11,6 +11,12 @@ _C.MODEL = CfgNode()
 _C.MODEL.SPEC = "zoo:rotation_mnist5k"
 # pretrained, random, or a local path / URL of a checkpoint.
 _C.MODEL.WEIGHTS = "pretrained"
+# Key prefix of the backbone inside a checkpoint (student_backbone, model.backbone,
+# ...); empty picks the prefix that fits the model.
+_C.MODEL.WEIGHTS_KEY = ""
+# Input size fed to the backbone: N or C,H,W (e.g. 32 or "3,32,32"); null uses the
+# size the checkpoint's metadata records, else the backbone family's default.
+_C.MODEL.INPUT_SIZE = None
 # θ2 module names; empty means the backbone family's default.
 _C.MODEL.SPLIT = []
 _C.MODEL.FOLD_BN = True
@@ -68,6 +74,9 @@ _C.FINETUNE = CfgNode()
 _C.FINETUNE.WHOLE_NETWORK = False
 # Optimisers tried; the best validation metric is reported, as in the paper.
 _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
+# Clip the gradient norm of each fine-tuning step (the authors' code clips at 10);
+# 0 turns clipping off.
+_C.FINETUNE.CLIP_GRAD_NORM = 10.0
 
 # The paper's Table 1 ablation: the gradient term of grad and gradfeat is taken
 # through a network whose θ1 and/or θ2 are re-initialised (seeded by TRAIN.SEED),

@@ -3,6 +3,7 @@
 from ._base import ProtocolClassifier, build_optimizer
 from ._cache import CachedInputs, FrozenOutputs
 from ._models import SplitNetwork
+from .classifiers import FinetuneClassifier, GradClassifier, GradfeatClassifier
 from ._registry import (
     ENTRY_POINT_GROUP,
     create_protocol,
@@ -20,6 +21,8 @@ from .run import (
     ProtocolResult,
     build_trainer,
     expand_protocols,
+    iter_protocols,
+    metric_name,
     run_protocols,
 )
 
@@ -27,7 +30,10 @@ __all__ = [
     "ALL_PROTOCOLS",
     "CachedInputs",
     "ENTRY_POINT_GROUP",
+    "FinetuneClassifier",
     "FinetuneProtocol",
+    "GradClassifier",
+    "GradfeatClassifier",
     "FrozenOutputs",
     "GradFeatProtocol",
     "GradProtocol",
@@ -41,7 +47,9 @@ __all__ = [
     "create_protocol",
     "expand_protocols",
     "get_protocol_class",
+    "iter_protocols",
     "list_protocols",
+    "metric_name",
     "register_protocol",
     "run_protocols",
 ]

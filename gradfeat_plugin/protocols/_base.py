@@ -13,7 +13,7 @@ from torch.optim import SGD, Adam, Optimizer
 from torch.optim.lr_scheduler import StepLR
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from ..errors import GradfeatError, ProtocolFailed
+from ..errors import GradfeatError, ProtocolDiverged, ProtocolFailed
 
 TASKS = ("multiclass", "multilabel")
 
@@ -167,12 +167,22 @@ class ProtocolClassifier(BaseClassifier):
         _, predicted = logits.topk(max(self.topk))
         return loss, mean_topk_accuracy(predicted, targets, k=self.topk)
 
+    def on_train_epoch_start(self) -> None:
+        """Seed the epoch from ``TRAIN.SEED`` and the epoch number.
+
+        The shuffle of the epoch then depends on nothing else: not on how often a
+        Trainer validates or whether it runs a sanity check (each DataLoader pass
+        draws a random number), so ``run_protocols`` and a user's own Trainer see
+        the same batches.
+        """
+        torch.manual_seed(int(self.cfg.TRAIN.SEED) * 100_003 + self.current_epoch)
+
     def training_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
         if not torch.isfinite(loss):
-            raise GradfeatError(
-                f"{type(self).__name__} training loss is {loss.item()} at step "
-                f"{self.global_step}; lower TRAIN.LR or check the inputs for NaN/Inf"
+            raise ProtocolDiverged(
+                f"training loss is {loss.item()} at step {self.global_step}; "
+                "lower the learning rate or check the inputs for NaN/Inf"
             )
         return loss
 

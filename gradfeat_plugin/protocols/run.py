@@ -17,7 +17,7 @@ from pytorch_lightning import LightningModule, Trainer, seed_everything
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import GradfeatError
+from ..errors import GradfeatError, ProtocolFailed
 from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import FrozenOutputs
@@ -35,25 +35,32 @@ class ProtocolResult:
     Attributes:
         protocol: Registry name (``linear``, ``gradfeat``, ...).
         metric: The metric's name (``val_top1``, ``val_map``, ``val_knn_top1``, ...).
-        value: The metric after the last epoch (best over optimisers tried).
+        value: The metric after the last epoch (best over the optimisers that did
+            not diverge); ``None`` unless ``status`` is ``ok``.
         epochs: Training epochs (0 for kNN).
         seed: The run's seed.
         wall_time_s: Wall time, including any θ1 pass or probe it had to compute.
         peak_memory_bytes: Peak CUDA memory of the protocol, or the process's peak
             resident memory on CPU.
         trainable_params: Number of trained scalars.
-        extra: Other metrics, the optimiser chosen, per-optimiser values, θ2.
+        extra: Other metrics, the optimiser chosen, per-optimiser values, θ2, and
+            the reasons of optimisers that diverged.
+        status: ``ok``, ``diverged`` (a non-finite training loss) or ``failed``
+            (non-finite outputs, or a probe it needed did not finish).
+        reason: Why, when ``status`` is not ``ok``.
     """
 
     protocol: str
     metric: str
-    value: float
+    value: float | None
     epochs: int
     seed: int
     wall_time_s: float
     peak_memory_bytes: int
     trainable_params: int
     extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    reason: str = ""
 
 
 def expand_protocols(names: Sequence[str]) -> list[str]:
@@ -67,6 +74,12 @@ def expand_protocols(names: Sequence[str]) -> list[str]:
     if not expanded:
         raise GradfeatError("no protocol given; use one of the registered names or all")
     return expanded
+
+
+def metric_name(cls: type, task: str) -> str:
+    """The metric a protocol class reports for a task (``val_top1``, ``val_knn_map``)."""
+    kind = "map" if task == "multilabel" else "top1"
+    return f"val_knn_{kind}" if issubclass(cls, KNNClassifier) else f"val_{kind}"
 
 
 def build_trainer(cfg: CfgNode, progress: bool = True) -> Trainer:
@@ -135,6 +148,7 @@ class _ProtocolRun:
         self.use_cache = bool(cfg.TRAIN.CACHE_FEATURES) and not cfg.DATA.AUGMENT
         self.frozen: FrozenOutputs | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.probe_failure: ProtocolResult | None = None
         self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         self.is_global_zero = True
 
@@ -155,6 +169,7 @@ class _ProtocolRun:
                 fold_bn=self.cfg.MODEL.FOLD_BN,
                 ntk=self.cfg.MODEL.NTK,
                 engine=self.cfg.MODEL.ENGINE,
+                input_size=getattr(self.backbone, "input_size", None),
             )
             self.frozen = FrozenOutputs(
                 linearized,
@@ -187,12 +202,22 @@ class _ProtocolRun:
     ) -> tuple[LightningModule, dict[str, float]]:
         cls = get_protocol_class(name)
         cfg = self.cfg
-        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
         trainer = build_trainer(cfg, self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
         batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
         cached = self.use_cache and cls.can_cache(cfg)
+        device = trainer.strategy.root_device
+        standardize = cfg.TRAIN.STANDARDIZE_FEATURES and getattr(
+            cls, "standardizes_features", False
+        )
+        # θ1's outputs and the feature statistics come first: building them draws
+        # random numbers (the linearisation checks itself), which must not shift
+        # the seeded stream, so that the lightly-shaped classifiers, fitted by a
+        # user's Trainer, draw the same numbers as this run.
+        statistics = self.feature_statistics(device) if standardize else None
+        train, test = self._datasets(cls, cached, device)
+        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
         module = cls(
             model=self.backbone.model,
             num_classes=self.data.num_classes,
@@ -203,11 +228,10 @@ class _ProtocolRun:
             split=self.split,
             batch_size_per_device=batch_size,
         )
-        if cfg.TRAIN.STANDARDIZE_FEATURES and getattr(cls, "standardizes_features", False):
-            module.set_standardization(*self.feature_statistics(trainer.strategy.root_device))
+        if statistics is not None:
+            module.set_standardization(*statistics)
         if cls.needs_probe:
             module.set_probe(*self.trained_probe())
-        train, test = self._datasets(cls, cached, trainer.strategy.root_device)
         eval_loader = self._loader(test, batch_size, False, cached)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached)
@@ -225,44 +249,71 @@ class _ProtocolRun:
         return module, metrics
 
     def trained_probe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """ω̄: the head of this run's ``linear`` protocol (trained now if not yet)."""
-        if self.probe is None:
+        """ω̄: the head of this run's ``linear`` protocol (trained now if not yet).
+
+        Raises:
+            ProtocolFailed: The ``linear`` protocol did not finish.
+        """
+        if self.probe is None and self.probe_failure is None:
             self.run(PROBE_PROTOCOL)
+        if self.probe_failure is not None:
+            failure = self.probe_failure
+            raise ProtocolFailed(
+                f"needs the linear probe, which {failure.status}: {failure.reason}"
+            )
         assert self.probe is not None
         return self.probe
 
     def run(self, name: str) -> ProtocolResult:
-        """Train and evaluate protocol ``name`` (every optimiser it asks for)."""
+        """Train and evaluate protocol ``name`` (every optimiser it asks for).
+
+        A :class:`ProtocolFailed` (a diverged or non-finite optimiser run) is caught:
+        the best optimiser that finished is reported, and when none did the result
+        carries the status and reason with no value.
+        """
         cls = get_protocol_class(name)
-        device = torch.device("cpu")
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
+        failures: dict[str, ProtocolFailed] = {}
         with _quiet(self.progress):
-            if cls.needs_probe:
-                self.trained_probe()
-            for optimizer in cls.optimizer_names(self.cfg):
-                runs[optimizer] = self._fit_once(name, optimizer)
+            try:
+                if cls.needs_probe:
+                    self.trained_probe()
+            except ProtocolFailed as exc:
+                failures[""] = exc
+            else:
+                for optimizer in cls.optimizer_names(self.cfg):
+                    try:
+                        runs[optimizer] = self._fit_once(name, optimizer)
+                    except ProtocolFailed as exc:
+                        failures[optimizer] = exc
         wall_time = time.perf_counter() - start
         values = {}
         for optimizer, (module, metrics) in runs.items():
             value = metrics.get(module.metric_name)
-            if value is None or value != value:
+            if value is None:
                 raise GradfeatError(
                     f"{name} produced no {module.metric_name}; check the data"
                 )
-            values[optimizer] = value
-            device = module.device
+            if value != value:
+                failures[optimizer] = ProtocolFailed(f"{module.metric_name} is nan")
+            else:
+                values[optimizer] = value
+        extra: dict[str, Any] = {"split": list(self.split)}
+        if failures:
+            extra["failures"] = {
+                opt or name: f"{exc.status}: {exc.reason}" for opt, exc in failures.items()
+            }
+        if not values:
+            return self._failure(name, cls, failures, wall_time, extra)
         best = max(values, key=values.__getitem__)
         module, metrics = runs[best]
         if name == PROBE_PROTOCOL:
             self.probe = module.probe()
-        extra: dict[str, Any] = {
-            k: v for k, v in metrics.items() if k.startswith("val_")
-        }
-        cached = self.use_cache and cls.can_cache(self.cfg)
-        extra.update(split=list(self.split), cached=cached)
+        extra.update({k: v for k, v in metrics.items() if k.startswith("val_")})
+        extra["cached"] = self.use_cache and cls.can_cache(self.cfg)
         if best:
             extra.update(optimizer=best, values_by_optimizer=values)
         return ProtocolResult(
@@ -272,10 +323,56 @@ class _ProtocolRun:
             epochs=0 if isinstance(module, KNNClassifier) else self.cfg.TRAIN.EPOCHS,
             seed=int(self.cfg.TRAIN.SEED),
             wall_time_s=wall_time,
-            peak_memory_bytes=_peak_memory(device),
+            peak_memory_bytes=_peak_memory(module.device),
             trainable_params=module.num_trainable_parameters(),
             extra=extra,
         )
+
+    def _failure(
+        self,
+        name: str,
+        cls: type,
+        failures: dict[str, ProtocolFailed],
+        wall_time: float,
+        extra: dict[str, Any],
+    ) -> ProtocolResult:
+        """The result of a protocol none of whose optimiser runs finished."""
+        diverged = all(exc.status == "diverged" for exc in failures.values())
+        reason = "; ".join(
+            f"{opt}: {exc.reason}" if opt else exc.reason
+            for opt, exc in failures.items()
+        )
+        result = ProtocolResult(
+            protocol=name,
+            metric=metric_name(cls, self.data.task),
+            value=None,
+            epochs=self.cfg.TRAIN.EPOCHS,
+            seed=int(self.cfg.TRAIN.SEED),
+            wall_time_s=wall_time,
+            peak_memory_bytes=_peak_memory(torch.device("cpu")),
+            trainable_params=0,
+            extra=extra,
+            status="diverged" if diverged else "failed",
+            reason=reason,
+        )
+        if name == PROBE_PROTOCOL:
+            self.probe_failure = result
+        return result
+
+
+def iter_protocols(
+    names: Sequence[str], backbone: Any, data: Any, cfg: CfgNode, progress: bool = True
+) -> Iterator[ProtocolResult]:
+    """Like :func:`run_protocols`, yielding each result as soon as it is finished.
+
+    A caller that stores each result as it comes keeps the finished protocols when
+    a later one fails or the run is interrupted.
+    """
+    run = _ProtocolRun(backbone, data, cfg, progress)
+    for name in expand_protocols(names):
+        result = run.run(name)
+        if run.is_global_zero:
+            yield result
 
 
 def run_protocols(
@@ -299,10 +396,10 @@ def run_protocols(
 
     Returns:
         One :class:`ProtocolResult` per protocol on rank 0; ``[]`` on other ranks.
+        A protocol whose training diverged (NaN/Inf loss) has ``status``
+        ``diverged``, its reason and no value; the others are unaffected.
 
     Raises:
-        GradfeatError: Unknown protocol or task, bad split, or a NaN/Inf loss.
+        GradfeatError: Unknown protocol or task, or a bad split.
     """
-    run = _ProtocolRun(backbone, data, cfg, progress)
-    results = [run.run(name) for name in expand_protocols(names)]
-    return results if run.is_global_zero else []
+    return list(iter_protocols(names, backbone, data, cfg, progress))

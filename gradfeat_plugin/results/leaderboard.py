@@ -48,7 +48,18 @@ JSON_FIELDS = (
     "timestamp",
     "config_hash",
     "versions",
+    "status",
+    "reason",
+    "notes",
 )
+#: Markers of footnotes, in order of first use.
+MARKERS = "¹²³⁴⁵⁶⁷⁸⁹"
+CHANCE_NOTE = "at or below chance ({:.2f} %: one of {} classes)"
+NEGATIVE_GAIN_NOTE = (
+    "negative gain recovered: gradfeat and fine-tuning fall on opposite sides of "
+    "the linear probe"
+)
+FINETUNE_NOTE = "fine-tuning below the linear probe: check its optimisers and lr"
 
 
 @dataclass(frozen=True)
@@ -94,13 +105,37 @@ class Table:
         columns: Column names, in order.
         rows: One list of cells per row, aligned with ``columns``; ``None`` is blank.
         protocols: The protocol columns, in order.
-        records: The records shown (latest per seed), each with its row ``label``.
+        records: The records shown (latest per seed), each with its row ``label``
+            and the ``notes`` that flag it.
+        notes: Footnotes, in order; note ``i`` is marked by ``MARKERS[i]``.
+        flags: ``(row index, column name) -> indices of notes`` for doubtful or
+            unfinished cells.
     """
 
     columns: list[str]
     rows: list[list[Cell]]
     protocols: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    flags: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+
+    def flag(self, row: int, column: str, note: str) -> None:
+        """Mark a cell with a footnote (one footnote per distinct text)."""
+        if note not in self.notes:
+            self.notes.append(note)
+        marks = self.flags.setdefault((row, column), [])
+        if self.notes.index(note) not in marks:
+            marks.append(self.notes.index(note))
+
+    def marker(self, index: int) -> str:
+        """The footnote marker of note ``index``."""
+        return MARKERS[index] if index < len(MARKERS) else f"[{index + 1}]"
+
+    def row_notes(self, row: int) -> list[str]:
+        """The footnotes that flag cells of one row, marker first."""
+        indices = sorted({i for (r, _), marks in self.flags.items() if r == row
+                          for i in marks})
+        return [f"{self.marker(i)} {self.notes[i]}" for i in indices]
 
     def column(self, name: str) -> list[Cell]:
         """The cells of one column, top to bottom."""
@@ -120,7 +155,11 @@ def leaderboard_table(records: Sequence[Mapping[str, Any]]) -> Table:
     missing or finetune equals linear), the wall time of one seed of all protocols,
     the peak memory, and fvcore's GFLOPs and parameter count of the backbone. A
     protocol evaluated with several seeds shows ``mean ± std``; when one seed was run
-    more than once only its latest run counts. Values are percentages.
+    more than once only its latest run counts. Values are percentages. A protocol
+    whose latest runs all diverged or failed shows ``diverged`` / ``failed`` and a
+    footnote with the reason, never a number. Doubtful numbers get a marker and a
+    footnote: at or below chance, a negative gain recovered, fine-tuning below the
+    linear probe.
 
     Args:
         records: Rows as returned by :meth:`ResultsStore.records`.
@@ -135,27 +174,74 @@ def leaderboard_table(records: Sequence[Mapping[str, Any]]) -> Table:
     columns = ["model", "dataset", "metric", "seeds", *protocols, GAIN_COLUMN,
                *COST_FORMATS]
     ordered = sorted(groups, key=lambda k: (k.dataset, labels[k], k.metric))
-    rows = []
+    table = Table(columns=columns, rows=[], protocols=protocols)
     for key in ordered:
         group = groups[key]
         stats = {
-            p: _stat([r["value"] for r in group if r["protocol"] == p])
+            p: _stat([r["value"] for r in group if r["protocol"] == p and _ok(r)])
             for p in protocols
         }
-        rows.append([
+        cells: dict[str, Cell] = dict(stats)
+        for p in protocols:
+            unfinished = [r for r in group if r["protocol"] == p and not _ok(r)]
+            if unfinished and stats[p] is None:
+                cells[p] = unfinished[-1]["status"]
+            for record in unfinished:
+                table.flag(len(table.rows), p, f"{p} {record['status']}: "
+                           f"{record.get('reason') or 'no reason recorded'}")
+        gain = _gain_recovered(stats)
+        _flag_doubtful(table, len(table.rows), group, stats, gain)
+        table.rows.append([
             labels[key],
             key.dataset,
             key.metric,
-            max(s.n for s in stats.values() if s is not None),
-            *(stats[p] for p in protocols),
-            _gain_recovered(stats),
+            max((s.n for s in stats.values() if s is not None), default=0),
+            *(cells[p] for p in protocols),
+            gain,
             _total_wall_time(group),
             _max_or_none([r.get("peak_memory_bytes") for r in group], scale=2**-20),
             _max_or_none([r.get("flops") for r in group], scale=1e-9),
             _max_or_none([r.get("params") for r in group], scale=1e-6),
         ])
-    shown = [record for key in ordered for record in groups[key]]
-    return Table(columns=columns, rows=rows, protocols=protocols, records=shown)
+        row = len(table.rows) - 1
+        for record in group:
+            record["notes"] = [
+                table.notes[i] for (r, column), marks in table.flags.items()
+                if r == row and column in (record["protocol"], GAIN_COLUMN)
+                for i in marks
+            ]
+    table.records = [record for key in ordered for record in groups[key]]
+    return table
+
+
+def _ok(record: Mapping[str, Any]) -> bool:
+    return (record.get("status") or "ok") == "ok" and record.get("value") is not None
+
+
+def _chance(group: Sequence[Mapping[str, Any]]) -> tuple[float, int] | None:
+    """Chance accuracy in percent (one over the classes) for top-1 metrics, if known."""
+    for record in group:
+        classes = (record.get("extra") or {}).get("num_classes")
+        if classes and record["metric"].endswith("top1"):
+            return 100.0 / classes, int(classes)
+    return None
+
+
+def _flag_doubtful(
+    table: Table, row: int, group: Sequence[Mapping[str, Any]],
+    stats: Mapping[str, Stat | None], gain: float | None,
+) -> None:
+    """Footnote numbers that should not be taken at face value."""
+    chance = _chance(group)
+    if chance is not None:
+        for protocol, stat in stats.items():
+            if stat is not None and stat.mean <= chance[0] + 1e-9:
+                table.flag(row, protocol, CHANCE_NOTE.format(*chance))
+    if gain is not None and gain < 0:
+        table.flag(row, GAIN_COLUMN, NEGATIVE_GAIN_NOTE)
+    linear, finetune = stats.get("linear"), stats.get("finetune")
+    if linear is not None and finetune is not None and finetune.mean < linear.mean:
+        table.flag(row, "finetune", FINETUNE_NOTE)
 
 
 def render(table: Table, fmt: str) -> str:
@@ -285,9 +371,14 @@ def _format_cell(cell: Cell, column: str) -> str:
 
 
 def _text_rows(table: Table) -> list[list[str]]:
+    """Cells as text, each followed by the markers of its footnotes."""
     return [
-        [_format_cell(cell, name) for cell, name in zip(row, table.columns)]
-        for row in table.rows
+        [
+            _format_cell(cell, name)
+            + "".join(table.marker(i) for i in table.flags.get((index, name), []))
+            for cell, name in zip(row, table.columns)
+        ]
+        for index, row in enumerate(table.rows)
     ]
 
 
@@ -297,13 +388,19 @@ def _markdown_cell(text: str) -> str:
     return "<br>".join(text.splitlines())
 
 
+def _footnotes(table: Table) -> list[str]:
+    return [f"{table.marker(i)} {note}" for i, note in enumerate(table.notes)]
+
+
 def _markdown(table: Table) -> str:
     text_columns = {"model", "dataset", "metric"}
     rule = [":---" if c in text_columns else "---:" for c in table.columns]
     lines = [[_markdown_cell(c) for c in table.columns], rule, *(
         [_markdown_cell(c) for c in cells] for cells in _text_rows(table)
     )]
-    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+    text = "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+    notes = [_markdown_cell(n) for n in _footnotes(table)]
+    return text + ("\n" + "".join(f"{n}  \n" for n in notes) if notes else "")
 
 
 #: First characters that make a spreadsheet read a CSV cell as a formula.
@@ -328,18 +425,23 @@ def _csv(table: Table) -> str:
     header = []
     for name in table.columns:
         header += [name, f"{name} std"] if name in stat_columns else [name]
+    header.append("notes")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([_csv_cell(name) for name in header])
-    for row in table.rows:
+    for index, row in enumerate(table.rows):
         cells = []
         for cell, name in zip(row, table.columns):
             if name in stat_columns:
-                mean = "" if cell is None else f"{cell.mean:.4f}"
-                std = "" if cell is None or cell.std is None else f"{cell.std:.4f}"
+                if isinstance(cell, Stat):
+                    mean = f"{cell.mean:.4f}"
+                    std = "" if cell.std is None else f"{cell.std:.4f}"
+                else:  # blank, or a status such as "diverged"
+                    mean, std = "" if cell is None else str(cell), ""
                 cells += [mean, std]
             else:
                 cells.append(_csv_cell(_format_cell(cell, name)))
+        cells.append(_csv_cell("; ".join(table.row_notes(index))))
         writer.writerow(cells)
     return out.getvalue()
 
@@ -350,9 +452,13 @@ def _html(table: Table) -> str:
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>\n"
         for cells in _text_rows(table)
     )
+    notes = "".join(
+        f'<p class="gradfeat-note">{html.escape(n)}</p>\n' for n in _footnotes(table)
+    )
     return (
         '<table class="gradfeat-leaderboard">\n'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+        + notes
     )
 
 

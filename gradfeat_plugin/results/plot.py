@@ -66,7 +66,7 @@ def plot_leaderboard(
     for index, protocol in enumerate(table.protocols):
         stats: list[Stat | None] = table.column(protocol)
         xs = [g + (index - (n_protocols - 1) / 2) * width for g in range(len(groups))]
-        shown = [(x, s) for x, s in zip(xs, stats) if s is not None]
+        shown = [(x, s) for x, s in zip(xs, stats) if isinstance(s, Stat)]
         means = [s.mean for _, s in shown]
         errors = [s.std or 0.0 for _, s in shown]
         # NaN draws no error bar: one seed has no spread to show.

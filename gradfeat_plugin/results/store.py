@@ -21,7 +21,9 @@ RESULTS_ENV_VAR = "GRADFEAT_RESULTS"
 #: The database path used when neither ``--results`` nor the environment sets one.
 DEFAULT_RESULTS_FILE = "gradfeat_results.db"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Row statuses: a finished protocol, one whose training diverged, one that failed.
+STATUSES = ("ok", "diverged", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS results (
     dataset           TEXT    NOT NULL,
     protocol          TEXT    NOT NULL,
     metric            TEXT    NOT NULL,
-    value             REAL    NOT NULL,
+    value             REAL,
     epochs            INTEGER,
     seed              INTEGER,
     wall_time_s       REAL,
@@ -46,13 +48,17 @@ CREATE TABLE IF NOT EXISTS results (
     config            TEXT,
     timestamp         TEXT    NOT NULL,
     extra             TEXT    NOT NULL DEFAULT '{}',
+    status            TEXT    NOT NULL DEFAULT 'ok',
+    reason            TEXT    NOT NULL DEFAULT '',
     UNIQUE (run_id, protocol)
 );
 CREATE INDEX IF NOT EXISTS results_model_dataset ON results (model, dataset);
 """
 
-#: Columns a record must give.
+#: Columns a record must give (``value`` only when ``status`` is ``ok``).
 REQUIRED_FIELDS = ("model", "weights", "dataset", "protocol", "metric", "value")
+#: Columns added by schema 2; rows of older stores read with these defaults.
+SCHEMA2_DEFAULTS = {"status": "ok", "reason": ""}
 #: Columns a record may give; ``add_run`` fills the rest.
 OPTIONAL_FIELDS = (
     "split",
@@ -67,6 +73,8 @@ OPTIONAL_FIELDS = (
     "config_hash",
     "config",
     "extra",
+    "status",
+    "reason",
 )
 #: Every column of a stored row, in table order (``id`` excluded).
 COLUMNS = (
@@ -90,6 +98,8 @@ COLUMNS = (
     "config",
     "timestamp",
     "extra",
+    "status",
+    "reason",
 )
 _INT_FIELDS = (
     "epochs", "seed", "peak_memory_bytes", "flops", "params", "trainable_params"
@@ -123,9 +133,12 @@ def utc_timestamp() -> str:
 class ResultsStore:
     """A SQLite file of evaluation results, safe for several concurrent writers.
 
-    Each run is written by one call to :meth:`add_run` in a single ``BEGIN IMMEDIATE``
-    transaction, so a run is stored whole or not at all: a failed or interrupted run
-    leaves no row. The database runs in WAL mode with a busy timeout, so processes that
+    Each call to :meth:`add_run` writes its records in a single ``BEGIN IMMEDIATE``
+    transaction, so they are stored whole or not at all. ``evaluate`` calls it once
+    per protocol as each finishes, under one run id: an interrupted run keeps the
+    protocols that finished and leaves no partial row. A protocol that diverged or
+    failed is a row with its ``status`` and ``reason`` and no value. Stores of
+    schema 1 are read as they are and upgraded in place when written. The database runs in WAL mode with a busy timeout, so processes that
     write at the same time wait for each other instead of failing. Connections are
     opened per call, so a store can be handed to worker processes.
 
@@ -164,16 +177,18 @@ class ResultsStore:
     def add_run(
         self, records: Sequence[Mapping[str, Any]], run_id: str | None = None
     ) -> str:
-        """Store all records of one run atomically.
+        """Store records of one run atomically (all of them or none).
 
-        Every record is one protocol's result. ``run_id``, ``timestamp`` and (unless a
+        Every record is one protocol's result; later calls with the same ``run_id``
+        add the run's other protocols. ``run_id``, ``timestamp`` and (unless a
         record gives them) ``versions`` and ``config_hash`` are filled in. All records
         are checked before the database is touched, then written in one transaction.
 
         Args:
             records: One mapping per protocol with the fields in ``REQUIRED_FIELDS``
                 and any of ``OPTIONAL_FIELDS``. ``split`` may be a list of module
-                names; ``versions`` and ``extra`` are JSON-serialisable mappings.
+                names; ``versions`` and ``extra`` are JSON-serialisable mappings;
+                ``status`` is one of ``STATUSES`` (``value`` is absent unless ok).
             run_id: The id to store the run under; a new one by default.
 
         Returns:
@@ -213,8 +228,14 @@ class ResultsStore:
             clauses.append(f"{column} IN ({', '.join('?' for _ in values)})")
             params.extend(values)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT id, {', '.join(COLUMNS)} FROM results{where} ORDER BY id"
         with self._connection() as conn:
+            present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+            # A schema-1 store (read without upgrading) lacks the status columns.
+            selected = [
+                c if c in present else f"{_sql_literal(SCHEMA2_DEFAULTS[c])} AS {c}"
+                for c in COLUMNS
+            ]
+            query = f"SELECT id, {', '.join(selected)} FROM results{where} ORDER BY id"
             rows = conn.execute(query, params).fetchall()
         return [_from_row(row, self.path) for row in rows]
 
@@ -228,7 +249,9 @@ class ResultsStore:
             journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if journal_mode.lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
-        if version < SCHEMA_VERSION:
+        if version == 1:
+            self._upgrade_from_schema_1()
+        elif version < 1:
             with self._transaction() as conn:
                 # Another writer may have created it since the check.
                 if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -238,6 +261,28 @@ class ResultsStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade_from_schema_1(self) -> None:
+        """Add ``status`` and ``reason`` and let ``value`` be absent, keeping every row.
+
+        SQLite cannot drop a NOT NULL constraint in place, so the table is rebuilt
+        in one transaction.
+        """
+        with self._transaction() as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+                return  # another process upgraded it meanwhile
+            old_columns = ", ".join(c for c in COLUMNS if c not in SCHEMA2_DEFAULTS)
+            conn.execute("DROP INDEX IF EXISTS results_model_dataset")
+            conn.execute("ALTER TABLE results RENAME TO results_schema1")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                f"INSERT INTO results (id, {old_columns}) "
+                f"SELECT id, {old_columns} FROM results_schema1"
+            )
+            conn.execute("DROP TABLE results_schema1")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -378,7 +423,11 @@ def _to_row(
     versions: dict[str, str | None],
 ) -> tuple[Any, ...]:
     """Check one record and turn it into an ``_INSERT`` parameter tuple."""
-    missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
+    status = record.get("status") or "ok"
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    required = REQUIRED_FIELDS if status == "ok" else REQUIRED_FIELDS[:-1]
+    missing = [name for name in required if record.get(name) is None]
     if missing:
         protocol = record.get("protocol")
         missing_text = ", ".join(missing)
@@ -399,7 +448,11 @@ def _to_row(
         row["split"] = ",".join(split)
     else:
         row["split"] = str(split or "")
-    row["value"] = _finite(row["value"], "value")
+    row.update(status=status, reason=str(row["reason"] or ""))
+    if status == "ok":
+        row["value"] = _finite(row["value"], "value")
+    elif row["value"] is not None:
+        raise ValueError(f"a {status} record has no value, got {row['value']!r}")
     if row["wall_time_s"] is not None:
         row["wall_time_s"] = _finite(row["wall_time_s"], "wall_time_s")
     for name in _INT_FIELDS:
@@ -417,6 +470,10 @@ def _to_row(
     if row["config"] is not None and row["config_hash"] is None:
         row["config_hash"] = config_hash(row["config"])
     return tuple(row[name] for name in COLUMNS)
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _finite(value: Any, name: str) -> float:
@@ -439,12 +496,19 @@ def _from_row(row: Sequence[Any], path: Path) -> dict[str, Any]:
             f"{path}: row {row_id} is damaged ({why}); delete or repair that row"
         )
 
+    status = record["status"]
+    if status not in STATUSES:
+        raise damaged(f"status {status!r} is not one of {', '.join(STATUSES)}")
     for name in REQUIRED_FIELDS:
+        if name == "value" and status != "ok":
+            continue
         if not isinstance(record[name], (str, int, float)) or record[name] == "":
             raise damaged(f"{name} is {record[name]!r}")
     value = record["value"]
-    if isinstance(value, str) or not math.isfinite(value):
+    if status == "ok" and (isinstance(value, str) or not math.isfinite(value)):
         raise damaged(f"value {value!r} is not a finite number")
+    if status != "ok" and value is not None:
+        raise damaged(f"a {status} row has value {value!r}")
     for name in _INT_FIELDS:
         if record[name] is not None and not isinstance(record[name], int):
             raise damaged(f"{name} {record[name]!r} is not an integer")

@@ -102,12 +102,44 @@ def test_offline_pretrained_names_the_alternatives(tmp_path, capsys):
     assert "--weights random" in err and "--weights PATH" in err
 
 
-def test_nan_loss_leaves_no_row(tmp_path, capsys):
+def test_a_diverged_protocol_is_stored_as_such_and_the_others_kept(tmp_path, capsys):
     db = tmp_path / "r.db"
-    assert run_eval(["--protocol", "linear", *FAST, "--results", str(db),
-                     "TRAIN.LR", "1e30"]) == 2
-    assert "nan" in capsys.readouterr().err.lower() or "inf" in capsys.readouterr().err.lower()
-    assert rows(db) == []
+    assert run_eval(["--protocol", "linear", "finetune", *FAST, "--results", str(db),
+                     "FINETUNE.OPTIMIZERS", "['sgd']", "SGD.WEIGHT_DECAY", "1e30"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err[-1].startswith("error: finetune diverged (sgd: training loss is")
+    assert err[-1].endswith("the 1 finished protocol(s) were stored")
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT protocol, value, status FROM results").fetchall()
+    assert stored[0][0] == "linear" and stored[0][1] > 0.5 and stored[0][2] == "ok"
+    assert stored[1] == ("finetune", None, "diverged")
+    row = next(line for line in captured.out.splitlines() if line.startswith("| bigan"))
+    assert "| diverged¹ |" in row
+    assert "¹ finetune diverged: sgd: training loss is" in captured.out
+
+
+def test_protocol_list_input_size_and_interrupt_keeps_finished_rows(
+    tmp_path, capsys, monkeypatch
+):
+    db = tmp_path / "r.db"
+    real_run = eval_script.evaluate.__globals__["iter_protocols"]
+
+    def interrupted(names, *args, **kwargs):
+        for result in real_run(names, *args, **kwargs):
+            yield result
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(eval_script.evaluate.__globals__, "iter_protocols", interrupted)
+    assert run_eval([*FAST, "--input-size", "24", "--results", str(db),
+                     "--protocol", "knn", "linear", "KNN.K", "10"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT protocol, value, extra FROM results").fetchall()
+    assert stored[0] == "knn" and stored[1] > 0.3
+    assert '"input_size": [3, 24, 24]' in stored[2]
+    (saved,) = (tmp_path / "runs").glob("*.yaml")
+    assert "K: 10" in saved.read_text() and "INPUT_SIZE: 24" in saved.read_text()
 
 
 def test_exit_status_of_the_script(tmp_path):

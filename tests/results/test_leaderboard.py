@@ -156,3 +156,33 @@ def test_knn_accuracy_shares_the_row_of_top1():
     assert len(table.rows) == 1
     assert table.column("metric") == ["val_top1"]
     assert table.column("knn")[0].mean == pytest.approx(70.0)
+
+
+def test_doubtful_and_diverged_numbers_are_flagged_in_every_format():
+    extra = {"num_classes": 10}
+    records = make_run({"linear": 0.4970, "grad": 0.383, "gradfeat": 0.4487,
+                        "finetune": 0.0944}, extra=extra)
+    records += make_run({"knn": 0.0}, extra=extra, status="diverged", seed=0)
+    records[-1].update(value=None, reason="training loss is nan at step 3")
+    table = leaderboard_table(records)
+    row = dict(zip(table.columns, table.rows[0]))
+    assert row["knn"] == "diverged" and row["finetune"].mean == pytest.approx(9.44)
+    assert row["gain recovered (%)"] == pytest.approx(100 * (44.87 - 49.7) / (9.44 - 49.7))
+    md = render(table, "md")
+    cells = md.splitlines()[2].split(" | ")
+    assert "9.44²³" in cells and "diverged¹" in cells
+    assert "¹ knn diverged: training loss is nan at step 3" in md
+    assert "² at or below chance (10.00 %: one of 10 classes)" in md
+    assert "³ fine-tuning below the linear probe" in md
+    parsed = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert parsed[0]["finetune"] == "9.4400" and parsed[0]["knn"] == "diverged"
+    assert "² at or below chance" in parsed[0]["notes"]
+    assert "¹ knn diverged" in parsed[0]["notes"]
+    html_text = render(table, "html")
+    assert "<td>9.44²³</td>" in html_text and "¹ knn diverged" in html_text
+    by_protocol = {r["protocol"]: r for r in json.loads(render(table, "json"))}
+    assert by_protocol["knn"]["status"] == "diverged" and by_protocol["knn"]["value"] is None
+    assert len(by_protocol["finetune"]["notes"]) == 2 and by_protocol["linear"]["notes"] == []
+    gain = make_run({"linear": 0.5, "gradfeat": 0.45, "finetune": 0.6})
+    text = render(leaderboard_table(gain), "md")
+    assert "-50.00¹" in text and "¹ negative gain recovered: gradfeat and" in text

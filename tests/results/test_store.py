@@ -201,3 +201,26 @@ def test_default_path_and_run_ids(monkeypatch, tmp_path):
     ids = {new_run_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_schema_1_stores_are_read_as_they_are_and_upgraded_when_written(tmp_path):
+    path = tmp_path / "old.db"
+    path.write_bytes(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                                       "results.db"), "rb").read())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    old = ResultsStore(path, create=False).records()
+    assert old and {r["status"] for r in old} == {"ok"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    store = ResultsStore(path)
+    diverged = make_run({"finetune": 0.0}, status="diverged", reason="loss is nan")
+    diverged[0]["value"] = None
+    run_id = store.add_run(diverged)
+    assert store.records()[:-1] == old
+    (row,) = store.records(run_id=run_id)
+    assert (row["value"], row["status"], row["reason"]) == (None, "diverged", "loss is nan")
+    with pytest.raises(ValueError, match="misses value"):
+        store.add_run(make_run({"linear": None}))
+    with pytest.raises(ValueError, match="a failed record has no value"):
+        store.add_run(make_run({"linear": 0.5}, status="failed"))

@@ -410,7 +410,9 @@ def verify_store(
         if must_exist:
             raise _not_a_store(path, "it has no results table")
         return 0
-    missing = sorted(set(COLUMNS) - columns) if version == SCHEMA_VERSION else []
+    # Schema 1 lacks only the columns schema 2 added (it is upgraded on write).
+    required = set(COLUMNS) - (set() if version == SCHEMA_VERSION else set(SCHEMA2_DEFAULTS))
+    missing = sorted(required - columns)
     if "results" not in tables or missing:
         raise _not_a_store(path, f"its results table lacks {missing or 'everything'}")
     return version

@@ -68,7 +68,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the input was checked")
 
-    monkeypatch.setattr(evaluate_module, "run_protocols", refuse)
+    monkeypatch.setattr(evaluate_module, "iter_protocols", refuse)
 
 
 @pytest.fixture()

@@ -170,6 +170,10 @@ def create_backbone(
     data_config = resolve_model_data_config(model)
     default_size = model_input_size(model, {"input_size": tuple(data_config["input_size"])})
     input_size = _input_size(asked, weights, default_size)
+    # The model carries the size it is fed, so every linearisation of it (and its
+    # self-check, and the Python values its cut passes) works at that size.
+    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", None) or {}),
+                            "input_size": tuple(input_size)}
     # The real pooled width: timm's num_features is the width before a
     # pre-logits layer on some families (head_hidden_size).
     num_features = feature_dim(model, input_size, spec)

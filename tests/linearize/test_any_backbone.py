@@ -295,3 +295,10 @@ def test_coverage_script_reports_real_architectures(tmp_path):
     saved = json.loads(rows.read_text())["rows"]
     assert all(row["jvp_error"] <= EXACT_TOLERANCE for row in saved)
     assert all(row["cache_ok"] and row["real_block"] for row in saved)
+
+
+def test_the_backbone_carries_the_input_size_it_is_fed():
+    backbone = create_backbone("timm:resnet18", weights="random", input_size=32)
+    assert backbone.input_size == (3, 32, 32)
+    assert tuple(backbone.model.pretrained_cfg["input_size"]) == (3, 32, 32)
+    assert linearize(backbone.model).pretrained_cfg["input_size"] == (3, 32, 32)

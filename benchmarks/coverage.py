@@ -16,7 +16,6 @@ step of θ2 (median of three interleaved pairs, CPU).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys

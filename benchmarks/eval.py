@@ -104,11 +104,12 @@ def split_table(spec: str) -> str:
     backbone = create_backbone(spec, weights="random")
     default = set(backbone.split)
     lines = [f"{'module':<48}{'params':>14}{'share %':>9}  kind"]
-    for c in split_candidates(backbone.model):
+    candidates = split_candidates(backbone.model)
+    for c in candidates:
         kind = "block" if c.block else "layer/stage"
         mark = "  (default)" if c.name in default else ""
         lines.append(f"{c.name:<48}{c.num_params:>14,}{100 * c.share:>9.2f}  {kind}{mark}")
-    missing = default - {c.name for c in split_candidates(backbone.model)}
+    missing = default - {c.name for c in candidates}
     for name in sorted(missing):
         lines.append(f"{name:<48}{'':>14}{'':>9}  (default)")
     lines.append(f"default θ2: {' '.join(backbone.split)}; pick others with --split NAME ...")

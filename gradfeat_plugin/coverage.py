@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .linearize import linearize, split_candidates
+from .linearize import linearize
 from .linearize._split import MIN_DEFAULT_SHARE, WEIGHTED_LAYERS, _num_params
 from .linearize._stateful import bypass_eval_caches
 
@@ -284,6 +284,5 @@ __all__ = [
     "finite_difference_error",
     "jitter_zero_parameters",
     "randomize_batchnorm",
-    "split_candidates",
     "step_ratio",
 ]

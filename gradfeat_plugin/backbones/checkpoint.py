@@ -20,7 +20,12 @@ from torch import nn
 
 from ..errors import GradfeatError
 from . import _offline
-from ._layouts import REMAPPED_PREFIXES, select_tensors
+from ._layouts import (
+    by_names,
+    is_wrapper_chain,
+    key_prefixes,
+    select_tensors,
+)
 
 # Plain types that Lightning checkpoints keep in their hyperparameters
 # (``save_hyperparameters(args)`` stores an argparse Namespace). Only these are
@@ -196,17 +201,6 @@ def _unwrap(obj: Any, path_or_url: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _candidate_prefixes(key: str) -> list[str]:
-    prefixes = [""]
-    rest = key
-    while True:
-        head = next((p for p in REMAPPED_PREFIXES if rest.startswith(p)), None)
-        if head is None:
-            return prefixes
-        rest = rest[len(head):]
-        prefixes.append(prefixes[-1] + head)
-
-
 def remap_state_dict(
     state_dict: Mapping[str, torch.Tensor], model_keys: set[str]
 ) -> tuple[str, dict[str, torch.Tensor]]:
@@ -226,14 +220,10 @@ def remap_state_dict(
     >>> remap_state_dict({"module.fc.weight": torch.ones(1)}, {"fc.weight"})[0]
     'module.'
     """
-    candidates = {p for key in state_dict for p in _candidate_prefixes(key)}
+    candidates = [p for p in key_prefixes(list(state_dict)) if is_wrapper_chain(p)]
 
     def fitting(prefix: str) -> dict[str, torch.Tensor]:
-        return {
-            k[len(prefix):]: v
-            for k, v in state_dict.items()
-            if k.startswith(prefix) and k[len(prefix):] in model_keys
-        }
+        return {m: state_dict[k] for m, k in by_names(state_dict, model_keys, prefix).items()}
 
     best = max(sorted(candidates, key=len), key=lambda p: len(fitting(p)))
     return best, fitting(best)

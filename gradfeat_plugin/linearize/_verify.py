@@ -120,7 +120,10 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _feature_error(
-    lin: "LinearizedBackbone", original: torch.nn.Module, sample: torch.Tensor
+    lin: "LinearizedBackbone",
+    original: torch.nn.Module,
+    sample: torch.Tensor,
+    boundary: tuple,
 ) -> float:
     was_training = original.training
     original.eval()
@@ -128,14 +131,12 @@ def _feature_error(
         reference = original(sample).flatten(1)
     finally:
         original.train(was_training)
-    boundary = lin._suffix_inputs(lin.forward_prefix(sample))
     return _relative(lin.suffix(*boundary).flatten(1), reference)
 
 
-def _adjoint_error(lin: "LinearizedBackbone", sample: torch.Tensor) -> float:
+def _adjoint_error(lin: "LinearizedBackbone", boundary: tuple) -> float:
     """|⟨v, J·w⟩ − ⟨Jᵀv, w⟩| relative to ‖v‖‖J·w‖, with J·w from the engine and
     Jᵀv from reverse-mode autodiff of the plain forward, both in float64."""
-    boundary = lin._suffix_inputs(lin.forward_prefix(sample))
     suffix = copy.deepcopy(lin.suffix).double()
     inputs = tuple(
         b.double() if isinstance(b, torch.Tensor) and b.is_floating_point() else b
@@ -172,7 +173,8 @@ def verify_linearization(
             is zero for every direction, or it breaks the adjoint identity.
     """
     dtype = next(lin.suffix.parameters()).dtype
-    feature_error = _feature_error(lin, original, sample)
+    boundary = lin._suffix_inputs(lin.forward_prefix(sample))
+    feature_error = _feature_error(lin, original, sample, boundary)
     if math.isnan(feature_error):
         raise LinearizationError(
             "the backbone's features are non-finite (NaN or Inf) on a random batch; "
@@ -185,7 +187,7 @@ def verify_linearization(
             f"{feature_error:.2e} (relative, tolerance {tolerance:g}) with θ2 = "
             f"{_theta2_names(lin)}"
         )
-    adjoint_error = _adjoint_error(lin, sample)
+    adjoint_error = _adjoint_error(lin, boundary)
     if not adjoint_error <= ADJOINT_TOLERANCE:
         raise LinearizationError(
             f"the JVP of θ2 = {_theta2_names(lin)} is not exact: the adjoint "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from lightly.utils.benchmarking import LinearClassifier
 from pytorch_lightning import Trainer, seed_everything
 from torch import nn

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from gradfeat_plugin.errors import GradfeatError, ProtocolFailed
+from gradfeat_plugin.errors import GradfeatError
 from gradfeat_plugin.protocols import (
     FinetuneProtocol,
     LinearProtocol,

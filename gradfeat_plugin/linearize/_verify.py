@@ -75,8 +75,9 @@ def _try_engine(lin: "LinearizedBackbone", name: str, inputs: tuple) -> None:
         raise RuntimeError("w2 receives no gradient")
     if unreached:
         warnings.warn(
-            f"{len(unreached)} of {len(tangents)} θ2 parameters do not reach the "
-            f"output in the JVP (memoised or unused; their w2 stays zero): "
+            f"{len(unreached)} of {len(tangents)} θ2 parameters get no gradient on a "
+            "random batch (memoised, unused, or behind an exact zero such as a "
+            f"zero-initialised norm scale; their w2 stays zero): "
             f"{', '.join(unreached[:5])}",
             stacklevel=4,
         )

@@ -3,7 +3,7 @@
     python benchmarks/make_zoo.py                      # every zoo model
     python benchmarks/make_zoo.py rotation_mnist5k     # one
     python benchmarks/make_zoo.py --check rotation_mnist5k
-    python benchmarks/make_zoo.py --manifest-only      # from the files present
+    python benchmarks/make_zoo.py --manifest-only      # from the files present; prints the README table
 
 Each model is pretrained by its zoo recipe (``gradfeat_plugin.zoo.ZOO``) with
 ``benchmarks/pretrain.py``'s code path and saved into the package
@@ -40,15 +40,18 @@ def command(name: str) -> str:
     return (
         f"python benchmarks/pretrain.py --method {e.method} --dataset {e.dataset} "
         f"--arch {e.arch} --epochs {e.epochs} --seed {e.seed} "
-        f"--out gradfeat_plugin/zoo/weights/{name}.pth"
-    )
+        f"--out gradfeat_plugin/zoo/weights/{name}.pth {' '.join(e.options)}"
+    ).rstrip()
 
 
 def make(name: str, folder: str, progress: bool) -> None:
     """Pretrain ``name`` into ``folder`` (weights and metadata)."""
     e = ZOO[name]
     path = os.path.join(folder, f"{name}.pth")
-    pretrain(e.method, e.dataset, e.arch, e.epochs, path, seed=e.seed, progress=progress)
+    pretrain(
+        e.method, e.dataset, e.arch, e.epochs, path,
+        seed=e.seed, cfg=e.config(), progress=progress,
+    )
 
 
 def manifest_entry(name: str, folder: str) -> dict:
@@ -57,13 +60,16 @@ def manifest_entry(name: str, folder: str) -> dict:
     with open(metadata_path(path)) as f:
         meta = json.load(f)
     e = ZOO[name]
-    if (meta["recipe"], meta["arch"], meta["epochs"]) != (e.method, e.arch, e.epochs):
+    pretrain_cfg = json.loads(json.dumps(e.config().PRETRAIN))
+    made = (meta["recipe"], meta["arch"], meta["epochs"], meta["pretrain_cfg"])
+    if made != (e.method, e.arch, e.epochs, pretrain_cfg):
         raise GradfeatError(f"{path} was not made by zoo:{name}'s recipe; remake it")
     return {
         "file": f"{name}.pth",
         "sha256": file_sha256(path),
         "recipe_digest": recipe_digest(name),
         "command": command(name),
+        "options": list(e.options),
         "seed": meta["seed"],
         "epochs": meta["epochs"],
         "held_out": meta["held_out"],
@@ -84,6 +90,37 @@ def write_manifest(folder: str) -> dict:
         os.path.join(folder, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode()
     )
     return manifest
+
+
+RECIPE_NAMES = {
+    "rotation": "rotation prediction (Gidaris et al. 2018)",
+    "bigan": "BiGAN/ALI, encoder kept",
+    "supervised": "supervised",
+    "simclr": "SimCLR (lightly's loss, head and transforms)",
+}
+PRETEXT_SCORES = {"rotation_top1": "rotation", "supervised_top1": "top-1"}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def markdown_rows(manifest: dict) -> str:
+    """The README's zoo table rows, from the manifest's held-out scores."""
+    rows = []
+    for name, entry in manifest.items():
+        e = ZOO[name]
+        held_out = entry["held_out"]
+        ours, random = held_out.get("pretrained", {}), held_out.get("random_encoder", {})
+        pretext = [f"{label} {_percent(ours[k])} %" for k, label in PRETEXT_SCORES.items() if k in ours]
+        default = " (default)" if name == "rotation_mnist5k" else ""
+        rows.append(
+            f"| `{name}`{default} | {RECIPE_NAMES.get(e.method, e.method)} | {e.dataset} "
+            f"| `{e.arch}` | {e.epochs} | {', '.join(pretext) or '–'} "
+            f"| {_percent(ours['probe_top1'])} / {_percent(ours['knn_top1'])} "
+            f"| {_percent(random['probe_top1'])} / {_percent(random['knn_top1'])} |"
+        )
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if mismatched else 0
     folder = shipped_weights_dir()
     if args.manifest_only:
-        print(json.dumps(write_manifest(folder), indent=2))
+        print(markdown_rows(write_manifest(folder)))
         return 0
     for name in names:
         make(name, folder, not args.no_progress)

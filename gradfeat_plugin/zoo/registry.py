@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fvcore.common.config import CfgNode
+
 from ..config import get_cfg
 from ..errors import GradfeatError
 from .archs import create_arch
@@ -42,6 +44,8 @@ class ZooEntry:
         arch: Architecture name.
         epochs: Passes over the train split.
         seed: Seed of the run.
+        options: ``KEY VALUE`` overrides of the PRETRAIN defaults, e.g.
+            ``("PRETRAIN.BIGAN.WIDTH", "64")``.
     """
 
     method: str
@@ -49,14 +53,25 @@ class ZooEntry:
     arch: str
     epochs: int
     seed: int = 0
+    options: tuple[str, ...] = ()
+
+    def config(self) -> CfgNode:
+        """The PRETRAIN config of the recipe: the defaults and :attr:`options`."""
+        cfg = get_cfg()
+        cfg.merge_from_list(list(self.options))
+        return cfg
 
 
 ZOO: dict[str, ZooEntry] = {
     # The default model. Epochs are chosen so that each pretext task is learned: the
     # held-out scores are recorded in the shipped metadata (see docs/RESULTS.md).
     "rotation_mnist5k": ZooEntry("rotation", "mnist5k", "resnet_small", epochs=10),
-    # The paper's encoder (ALI's), trained as a BiGAN at 32 px.
-    "bigan_ali_mnist5k": ZooEntry("bigan", "mnist5k", "bigan_ali", epochs=8),
+    # The paper's encoder (ALI's), trained as a BiGAN at 32 px, with a generator and
+    # discriminator twice the default width (its held-out probe then clearly beats a
+    # random ALI encoder's, which is strong on digits: 90.7 %).
+    "bigan_ali_mnist5k": ZooEntry(
+        "bigan", "mnist5k", "bigan_ali", epochs=6, options=("PRETRAIN.BIGAN.WIDTH", "64")
+    ),
     "supervised_mnist5k": ZooEntry("supervised", "mnist5k", "resnet_small", epochs=3),
     "supervised_digits": ZooEntry("supervised", "digits", "resnet_small", epochs=10),
     "simclr_mnist5k": ZooEntry("simclr", "mnist5k", "resnet_small", epochs=5),
@@ -170,6 +185,7 @@ def zoo_model(name: str, pretrained: bool = True, progress: bool = True) -> nn.M
             entry.epochs,
             path,
             seed=entry.seed,
+            cfg=entry.config(),
             progress=progress,
         )
     try:

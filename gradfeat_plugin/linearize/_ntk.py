@@ -4,7 +4,6 @@ of a linear head (:class:`NTKLinear`)."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +61,8 @@ class NTKLinear(nn.Linear):
 
     ``y = √(1/out_features)·W x + √0.1·b``: the same functions as ``nn.Linear``
     (whose weight is the *effective* ``√(1/out_features)·W``), but gradient steps
-    are taken in ``(W, b)``, which the reference code initialises from N(0, 1).
+    are taken in ``(W, b)``. It starts as ``nn.Linear`` does (the same effective
+    weights), so only the steps differ.
 
     >>> head = NTKLinear(64, 10)
     >>> x = torch.randn(2, 64)
@@ -74,17 +74,20 @@ class NTKLinear(nn.Linear):
     True
     """
 
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, **kw: Any
-    ) -> None:
-        super().__init__(in_features, out_features, bias, **kw)
-        self.weight_scale = math.sqrt(1.0 / out_features)
-        self.bias_scale = BIAS_SCALE
+    bias_scale = BIAS_SCALE
+
+    @property
+    def weight_scale(self) -> float:
+        """``√(1/out_features)``."""
+        return math.sqrt(1.0 / self.out_features)
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight)
-        if self.bias is not None:
-            nn.init.normal_(self.bias)
+        """``nn.Linear``'s initialisation of the effective weight and bias."""
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight.div_(self.weight_scale)
+            if self.bias is not None:
+                self.bias.div_(self.bias_scale)
 
     def effective_weight(self) -> Tensor:
         """``√(1/out_features)·W``: the weight of the same function as a plain head."""

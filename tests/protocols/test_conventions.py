@@ -57,6 +57,13 @@ def test_ntk_head_is_a_plain_head_with_rescaled_parameters():
         plain.weight.copy_(head.weight * math.sqrt(1 / 10))
         plain.bias.copy_(head.bias * math.sqrt(0.1))
     assert torch.equal(head(x), plain(x))
+    # It starts where nn.Linear starts: only the optimiser's steps differ.
+    torch.manual_seed(1)
+    fresh = NTKLinear(64, 10)
+    torch.manual_seed(1)
+    reference = nn.Linear(64, 10)
+    assert torch.allclose(fresh.effective_weight(), reference.weight, rtol=1e-6, atol=0)
+    assert torch.allclose(fresh.effective_bias(), reference.bias, rtol=1e-6, atol=0)
     # An effective weight read from one NTK head is reproduced exactly by another.
     other = NTKLinear(64, 10)
     for _ in range(20):

@@ -13,7 +13,12 @@ from torch.nn import functional as F
 from ._engines import AUTO_ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import BoundaryCodec, _under, split_forward
-from ._ntk import ntk_scales
+from ._ntk import (
+    NTKLinear,
+    effective_parameters,
+    ntk_scales,
+    set_effective_parameters,
+)
 from ._split import SplitSpec, resolve_split
 from ._standardize import FeatureStandardization
 from ._stateful import bypass_eval_caches, keep_computing
@@ -157,6 +162,9 @@ class LinearizedBackbone(nn.Module):
         )
         self.head: nn.Module = nn.Identity()
         self.num_classes = 0
+        # An NTK-parametrised head (NTKLinear) instead of nn.Linear; set it before
+        # reset_classifier.
+        self.ntk_head = False
         self.reset_classifier(num_classes)
 
     def _shared_prefix_suffix(self, original: nn.Module) -> nn.Module | None:
@@ -294,8 +302,9 @@ class LinearizedBackbone(nn.Module):
         self.pretrained_cfg["num_classes"] = num_classes
         param = next(self.suffix.parameters())
         if num_classes:
-            self.head = nn.Linear(self.num_features, num_classes).to(param)
-            self.probe_weight = self.head.weight.detach().clone()
+            head_cls = NTKLinear if self.ntk_head else nn.Linear
+            self.head = head_cls(self.num_features, num_classes).to(param)
+            self.probe_weight = effective_parameters(self.head)[0].detach().clone()
         else:
             self.head = nn.Identity()
             self.probe_weight = param.new_zeros(0, self.num_features)
@@ -303,6 +312,9 @@ class LinearizedBackbone(nn.Module):
     @torch.no_grad()
     def set_probe(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Install a trained linear probe: ω̄ (frozen) and the initial w1 and bias.
+
+        ``weight`` and ``bias`` are those of the function the probe computes (an
+        NTK head's effective ones); an NTK head is set to compute the same.
 
         Args:
             weight: ``(num_classes, num_features)`` probe weight.
@@ -316,8 +328,7 @@ class LinearizedBackbone(nn.Module):
         if weight.shape[0] != self.num_classes:
             self.reset_classifier(weight.shape[0])
         self.probe_weight = weight.detach().clone().to(self.probe_weight)
-        self.head.weight.copy_(weight)
-        self.head.bias.copy_(bias if bias is not None else torch.zeros_like(self.head.bias))
+        set_effective_parameters(self.head, weight, bias)
 
     @torch.no_grad()
     def reset_tangents(self) -> None:

@@ -39,6 +39,7 @@ class GradFeatProtocol(ProtocolClassifier):
     """
 
     needs_probe = True
+    lr_key = "GRADFEAT"
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class GradFeatProtocol(ProtocolClassifier):
         batch_size_per_device: int | None = None,
     ) -> None:
         backbone = linearized_from(model, split, cfg)
+        backbone.ntk_head = bool(cfg.MODEL.NTK_HEAD)
         backbone.reset_classifier(num_classes)
         super().__init__(
             backbone,

@@ -57,7 +57,7 @@ def test_shipped_models_have_learned_their_pretext_tasks():
     simclr, random = _scores("simclr_mnist5k")
     assert simclr["knn_top1"] >= random["knn_top1"] + 0.1
     bigan, random = _scores("bigan_ali_mnist5k")
-    assert bigan["probe_top1"] > random["probe_top1"]
+    assert bigan["probe_top1"] >= random["probe_top1"] + 0.02
 
 
 def test_default_model_probe_beats_random_features_as_recorded(no_pretraining):

@@ -154,6 +154,9 @@ ENGINES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "reverse": reverse_engine,
 }
 
+#: Engines ``torch.func.vmap`` can batch over a stack of tangent sets.
+VMAP_ENGINES = ("func", "func_no_onednn")
+
 #: What ``auto`` tries, in order, until one computes the JVP and its gradient.
 AUTO_ENGINES = ("func", "func_no_onednn", "reverse")
 

@@ -7,7 +7,6 @@ from typing import List
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ._base import Inputs
 from .gradfeat import GradFeatProtocol
 
 
@@ -27,9 +26,8 @@ class GradProtocol(GradFeatProtocol):
     0.0
     """
 
-    def forward(self, images: Inputs) -> Tensor:
-        boundary = images if self.cached else self.model.forward_prefix(images)
-        _, jvp = self.model.features_from_prefix(boundary)
+    def logits_from_features(self, features: Tensor, jvp: Tensor) -> Tensor:
+        """Logits from ``J·w2`` alone (``f`` is not used)."""
         return F.linear(jvp, self.model.probe_weight, self.model.head.bias)
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import vmap
 from torch.nn import functional as F
 
-from ._engines import AUTO_ENGINES, VMAP_ENGINES, get_engine
+from ._engines import AUTO_ENGINES, SET_ENGINES, VMAP_ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import BoundaryCodec, _under, split_forward
 from ._ntk import ntk_scales
@@ -71,7 +71,7 @@ class LinearizedBackbone(nn.Module):
         split: Module name(s) forming θ2; ``None`` picks the family default.
         fold_bn: Fold θ2's BatchNorms into their preceding convolutions.
         ntk: Use the NTK parametrisation for θ2 and w2.
-        engine: JVP engine name (``auto``, ``func``, ``forward_ad``).
+        engine: JVP engine name (``auto``, ``dual``, ``func``, ``forward_ad``, ...).
         num_classes: Size of the head; 0 leaves ``forward`` returning pre-logits.
         activation_model: Another backbone that supplies the activations ``f``
             while the JVP comes from ``model``: the paper's ablation, where the
@@ -313,10 +313,11 @@ def joint_features_from_prefix(
     The backbones are linearisations of the same network at the same point (same
     suffix and θ2 values; :func:`check_shared_expansion` says whether they are) and
     differ only in their tangents w2 and standardisation. The JVP is linear in
-    w2, so the tangents are stacked and the engine runs once under
-    ``torch.func.vmap``: θ2's primal forward is computed once, every tangent set
-    rides along it, and the backward of a sum of their losses gives each w2 its own
-    gradient. Engines that ``vmap`` cannot batch (``reverse``) run once per set.
+    w2: the ``dual`` engine computes θ2's convolutions and linear layers once and
+    only the tangent terms per set; the ``func`` engines stack the tangents and run
+    once under ``torch.func.vmap``. Either way the backward of a sum of the sets'
+    losses gives each w2 its own gradient. Other engines (``reverse``) run once
+    per set.
 
     Args:
         backbones: Linearised backbones without an activation model.
@@ -325,9 +326,12 @@ def joint_features_from_prefix(
     first = backbones[0]
     primals = dict(first._theta2)
     inputs = first._codec.decode(boundary)
+    sets = [b._engine_tangents() for b in backbones]
+    if first.engine in SET_ENGINES:
+        f, jvps = SET_ENGINES[first.engine](first.suffix, inputs, primals, sets)
+        return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
     if first.engine not in VMAP_ENGINES or len(backbones) == 1:
         return [b.features_from_prefix(boundary) for b in backbones]
-    sets = [b._engine_tangents() for b in backbones]
     stacked = {n: torch.stack([t[n] for t in sets]) for n in sets[0]}
 
     def one(tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,11 @@ from ._base import ProtocolClassifier, build_optimizer
 from .gradfeat import GradFeatProtocol
 
 
+#: Per-step training metrics the shared pass does not log: each log call costs
+#: Lightning about as much as a small model's step, and no result reads them.
+_UNLOGGED_IN_TRAINING = ("train_top1", "train_top5")
+
+
 class JointLinearModels(LightningModule):
     """Several linear models over one linearised network, trained in one pass.
 
@@ -26,7 +31,8 @@ class JointLinearModels(LightningModule):
     (:func:`~gradfeat_plugin.linearize.backbone.joint_features_from_prefix`). The
     members stay the models they are when trained alone: same initialisation, same
     batches (one loader, seeded per epoch as a protocol seeds it), their own loss
-    and logging (under ``NAME/``), and one optimiser whose parameter groups are the
+    and logging (under ``NAME/``; per-step training accuracies left out), and one
+    optimiser whose parameter groups are the
     members' (Adam and SGD act per parameter; the loss is the sum of the members'
     losses, whose parameters are disjoint, so each gets its own gradient).
 
@@ -70,7 +76,8 @@ class JointLinearModels(LightningModule):
         this module under ``prefix/``."""
 
         def log(name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-            self.log(f"{prefix}/{name}", value, *args, **kwargs)
+            if name not in _UNLOGGED_IN_TRAINING or not self.training:
+                self.log(f"{prefix}/{name}", value, *args, **kwargs)
 
         member.forward = lambda inputs: logits  # type: ignore[method-assign]
         member.log = log  # type: ignore[method-assign]

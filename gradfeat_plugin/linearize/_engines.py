@@ -94,13 +94,25 @@ def forward_ad_engine(
     """
     import torch.autograd.forward_ad as fwAD
 
-    with jvp_context(), fwAD.dual_level():
+    with _forward_ad_enabled(), jvp_context(), fwAD.dual_level():
         duals = {n: fwAD.make_dual(primals[n], tangents[n]) for n in tangents}
         out = functional_call(suffix, duals, inputs)
         primal, tangent = fwAD.unpack_dual(out)
     if tangent is None:
         tangent = torch.zeros_like(primal)
     return primal, tangent
+
+
+@contextlib.contextmanager
+def _forward_ad_enabled() -> Iterator[None]:
+    """Leave inference mode (Lightning validates in it), which turns forward AD
+    off: dual tensors would carry no tangent and the JVP would read as zero.
+    Without autograd recording, so that no inference tensor is saved."""
+    if not torch.is_inference_mode_enabled():
+        yield
+        return
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 #: Functions bilinear in (input, weight) + bias whose JVP :class:`_BilinearJVP` forms.
@@ -186,7 +198,7 @@ def dual_engine_sets(
     primal, jvps = None, []
     for index, tangents in enumerate(tangent_sets):
         mode = bilinear if index == 0 else bilinear.replaying()
-        with jvp_context(), fwAD.dual_level(), mode:
+        with _forward_ad_enabled(), jvp_context(), fwAD.dual_level(), mode:
             duals = {n: fwAD.make_dual(primals[n], tangents[n]) for n in tangents}
             out = functional_call(suffix, duals, inputs)
             out_p, tangent = fwAD.unpack_dual(out)

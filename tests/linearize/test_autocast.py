@@ -1,4 +1,5 @@
-"""The JVP under bf16 autocast on the CPU: finite, close to float32, trainable."""
+"""The JVP under bf16 autocast on the CPU (finite, close to float32, trainable)
+and under inference mode (Lightning's ``validate``), where forward AD is off."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import timm
 import torch
 from torch.nn import functional as F
 
+from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.linearize import linearize
 from tests.conftest import randomize_batchnorm
 
@@ -47,3 +49,18 @@ def test_bf16_autocast_jvp_is_finite_close_and_trainable(resnet, engine):
         assert error < BF16_TOLERANCE[engine]
     assert all(g.dtype == torch.float32 for g in grads16)  # w2 stays float32
     assert float(jvp32.norm()) > 0
+
+
+@pytest.mark.parametrize("engine", ["dual", "forward_ad", "func"])
+def test_inference_mode_gives_the_same_jvp(engine):
+    torch.manual_seed(0)
+    lin = linearize(BiGANEncoder(width=8, img_size=16).eval(), ["conv4"], engine=engine)
+    for t in lin.tangents:
+        t.data = torch.randn_like(t)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = lin.features(x)[1]
+    with torch.inference_mode():
+        got = lin.features(x)[1]
+    assert expected.abs().max() > 0.1
+    assert torch.equal(got, expected)

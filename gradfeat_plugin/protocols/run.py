@@ -206,6 +206,32 @@ class _ProtocolRun:
             num_workers=0 if cached else self.cfg.DATA.NUM_WORKERS,
         )
 
+    def _module(
+        self,
+        cls: type,
+        optimizer: str,
+        cached: bool,
+        batch_size: int,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> LightningModule:
+        """A freshly seeded protocol module, standardised and given ω̄ as it asks."""
+        seed_everything(self.cfg.TRAIN.SEED, workers=True, verbose=False)
+        module = cls(
+            model=self.backbone.model,
+            num_classes=self.data.num_classes,
+            cfg=self.cfg,
+            task=self.data.task,
+            cached=cached,
+            optimizer=optimizer or None,
+            split=self.split,
+            batch_size_per_device=batch_size,
+        )
+        if statistics is not None:
+            module.set_standardization(*statistics)
+        if cls.needs_probe:
+            module.set_probe(*self.trained_probe())
+        return module
+
     def _fit_once(
         self, name: str, optimizer: str
     ) -> tuple[LightningModule, dict[str, float]]:
@@ -242,32 +268,6 @@ class _ProtocolRun:
             if value.numel() == 1
         }
         return module, metrics
-
-    def _module(
-        self,
-        cls: type,
-        optimizer: str,
-        cached: bool,
-        batch_size: int,
-        statistics: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> LightningModule:
-        """A freshly seeded protocol module, standardised and given ω̄ as it asks."""
-        seed_everything(self.cfg.TRAIN.SEED, workers=True, verbose=False)
-        module = cls(
-            model=self.backbone.model,
-            num_classes=self.data.num_classes,
-            cfg=self.cfg,
-            task=self.data.task,
-            cached=cached,
-            optimizer=optimizer or None,
-            split=self.split,
-            batch_size_per_device=batch_size,
-        )
-        if statistics is not None:
-            module.set_standardization(*statistics)
-        if cls.needs_probe:
-            module.set_probe(*self.trained_probe())
-        return module
 
     def _joint_names(self, name: str) -> tuple[str, ...]:
         """The protocols to train together with ``name`` (empty: train it alone).

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.linearize.backbone import joint_features_from_prefix
 from gradfeat_plugin.protocols import GradProtocol, run_protocols
 
-from .conftest import make_cfg
+from .conftest import Splits, make_cfg
 
 TOLERANCE = 1e-6
 
@@ -81,3 +82,14 @@ def test_a_diverging_member_leaves_the_other_training(monkeypatch, backbone, dig
         "or check the inputs for NaN/Inf"
     assert gradfeat.status == "ok"
     assert gradfeat.value == pytest.approx(joint_and_alone[1][1].value, abs=TOLERANCE)
+
+
+def test_a_failed_probe_fails_both_members(backbone, digits):
+    images, labels = digits.train.tensors
+    images = images.clone()
+    images[5] = float("nan")
+    poisoned = Splits("nan", TensorDataset(images, labels), digits.test, 10, "multiclass")
+    results = run_protocols(["grad", "gradfeat"], backbone, poisoned, make_cfg(1), progress=False)
+    for result in results:
+        assert (result.status, result.value) == ("failed", None)
+        assert result.reason.startswith("needs the linear probe, which failed")

@@ -49,6 +49,7 @@ from gradfeat_plugin.protocols import SplitNetwork
 
 
 FORWARD_MODE_ENGINES = ("dual", "func")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class SavedTensorMeter:
@@ -86,13 +87,13 @@ class Step:
         for p in self.params:
             p.grad = None
 
-    def timed(self, device: torch.device) -> float:
+    def timed(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
         self.clear()
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         self.run()
         _sync(device)
-        return time.perf_counter() - start
+        return clock() - start
 
     def memory(self, device: torch.device) -> int:
         """Peak CUDA bytes of the step, or the CPU proxy (see the module docstring)."""
@@ -244,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (steadier on a shared "
+                        "CPU; use it with one thread)")
     parser.add_argument("--json", default="speed.json", help="where to write the results")
     return parser.parse_args(argv)
 
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {k: [] for k in steps}
     for round_ in range(args.warmup + args.rounds):
         for name, step in steps.items():
-            seconds = step.timed(device)
+            seconds = step.timed(device, CLOCKS[args.clock])
             if round_ >= args.warmup:
                 times[name].append(seconds)
     memory = {name: step.memory(device) for name, step in steps.items()}
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     mem_kind += ", measured in a separate untimed pass"
     print(f"{args.model}, θ2={args.split}, {args.image_size}x{args.image_size}, batch "
           f"{args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} interleaved rounds")
+          f"{args.rounds} interleaved rounds, {args.clock} clock")
     print(f"{'method':<24}{'median ms':>10}{'x finetune':>11}{'pairs':>12}"
           f"{'memory MB':>11}{'x finetune':>11}")
     for r in rows:

@@ -10,7 +10,7 @@ from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.linearize.backbone import joint_features_from_prefix
 from gradfeat_plugin.protocols import GradProtocol, run_protocols
 
-from .conftest import Splits, make_cfg
+from .conftest import Splits, make_cfg, make_splits
 
 TOLERANCE = 1e-6
 
@@ -93,3 +93,12 @@ def test_a_failed_probe_fails_both_members(backbone, digits):
     for result in results:
         assert (result.status, result.value) == ("failed", None)
         assert result.reason.startswith("needs the linear probe, which failed")
+
+
+def test_multilabel_members_report_their_own_map(backbone):
+    data, cfg = make_splits("multilabel"), make_cfg(epochs=1)
+    joint = run_protocols(["grad", "gradfeat"], backbone, data, cfg, progress=False)
+    alone = [run_protocols([n], backbone, data, cfg, progress=False)[0] for n in ("grad", "gradfeat")]
+    for shared, single in zip(joint, alone):
+        assert shared.metric == "val_map" and shared.extra["trained_with"]
+        assert shared.value == pytest.approx(single.value, abs=TOLERANCE)

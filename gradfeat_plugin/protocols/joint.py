@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Dict, Iterator, List, Tuple
 
-import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -32,9 +31,10 @@ class JointLinearModels(LightningModule):
     members stay the models they are when trained alone: same initialisation, same
     batches (one loader, seeded per epoch as a protocol seeds it), their own loss
     and logging (under ``NAME/``; per-step training accuracies left out), and one
-    optimiser whose parameter groups are the
-    members' (Adam and SGD act per parameter; the loss is the sum of the members'
-    losses, whose parameters are disjoint, so each gets its own gradient).
+    optimiser whose parameter groups are the members' (Adam and SGD act per
+    parameter, weight decay included; no gradient clipping; the loss is the sum of
+    the members' losses, whose parameters are disjoint, so each gets its own
+    gradient).
 
     A member whose logits are non-finite or whose loss diverges is dropped from
     then on, with its :class:`ProtocolFailed` kept in :attr:`failures`; the others

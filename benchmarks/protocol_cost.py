@@ -4,7 +4,9 @@ Both runs train the same epochs on the same data; ``all`` computes θ1's outputs
 once and shares them, and ``finetune`` alone caches them too. Runs are interleaved
 (all, finetune, all, finetune, ...) in one process and the median ratio of the
 pairs is reported. A third column times ``finetune`` without the θ1 cache, the
-conventional way of fine-tuning the top block.
+conventional way of fine-tuning the top block. With ``--baseline`` a fourth times
+``all`` the way it ran before the shared pass: grad and gradfeat trained one after
+the other with the ``func`` JVP engine.
 
     python benchmarks/protocol_cost.py --width 32 --epochs 5 --repeats 3
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Callable
 
 import torch
 from fvcore.common.config import CfgNode
@@ -22,9 +25,11 @@ from fvcore.common.config import CfgNode
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.config import get_cfg
 from gradfeat_plugin.data import DatasetSplits, get_dataset
+from gradfeat_plugin.protocols import run as protocol_run
 from gradfeat_plugin.protocols import run_protocols
 
 ALL_TRAINED = ["linear", "grad", "gradfeat", "finetune"]
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class _Backbone:
@@ -33,11 +38,18 @@ class _Backbone:
 
 
 def _timed(
-    names: list[str], backbone: _Backbone, data: DatasetSplits, cfg: CfgNode
+    names: list[str], backbone: _Backbone, data: DatasetSplits, cfg: CfgNode,
+    clock: Callable[[], float], joint: bool = True,
 ) -> tuple[float, dict[str, float]]:
-    start = time.perf_counter()
-    results = run_protocols(names, backbone, data, cfg, progress=False)
-    return time.perf_counter() - start, {r.protocol: round(r.value, 4) for r in results}
+    joint_protocols = protocol_run.JOINT_PROTOCOLS
+    protocol_run.JOINT_PROTOCOLS = joint_protocols if joint else ()
+    try:
+        start = clock()
+        results = run_protocols(names, backbone, data, cfg, progress=False)
+        seconds = clock() - start
+    finally:
+        protocol_run.JOINT_PROTOCOLS = joint_protocols
+    return seconds, {r.protocol: round(r.value, 4) for r in results}
 
 
 def main() -> None:
@@ -49,8 +61,14 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--finetune-optimizers", nargs="+", default=["adam", "sgd"])
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of torch")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time all as before: separate passes, func engine")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (steadier on a shared "
+                        "CPU; use it with one thread)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
 
     torch.manual_seed(0)
     backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
@@ -61,30 +79,46 @@ def main() -> None:
     cfg.FINETUNE.OPTIMIZERS = args.finetune_optimizers
     uncached = cfg.clone()
     uncached.TRAIN.CACHE_FEATURES = False
+    before = cfg.clone()
+    before.MODEL.ENGINE = "func"
 
-    _timed(ALL_TRAINED, backbone, data, cfg)  # warm-up: imports, allocator, JVP setup
+    _timed(ALL_TRAINED, backbone, data, cfg, clock)  # warm-up: imports, allocator, JVP setup
     ratios, ratios_uncached = [], []
     times: dict[str, list[float]] = {"all": [], "finetune": [], "finetune_uncached": []}
+    ratios_before: list[float] = []
+    scores_before: dict[str, float] = {}
     for _ in range(args.repeats):
-        t_all, scores = _timed(ALL_TRAINED, backbone, data, cfg)
-        t_ft, _ = _timed(["finetune"], backbone, data, cfg)
-        t_ft_uncached, _ = _timed(["finetune"], backbone, data, uncached)
+        t_all, scores = _timed(ALL_TRAINED, backbone, data, cfg, clock)
+        t_ft, _ = _timed(["finetune"], backbone, data, cfg, clock)
+        t_ft_uncached, _ = _timed(["finetune"], backbone, data, uncached, clock)
         times["all"].append(t_all)
         times["finetune"].append(t_ft)
         times["finetune_uncached"].append(t_ft_uncached)
         ratios.append(t_all / t_ft)
         ratios_uncached.append(t_all / t_ft_uncached)
+        if args.baseline:
+            t_before, scores_before = _timed(
+                ALL_TRAINED, backbone, data, before, clock, joint=False
+            )
+            times.setdefault("all_before", []).append(t_before)
+            ratios_before.append(t_before / t_ft)
     report = {
         "dataset": args.dataset,
         "width": args.width,
         "epochs": args.epochs,
         "finetune_optimizers": args.finetune_optimizers,
         "threads": args.threads,
+        "clock": args.clock,
         "median_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
         "ratio_all_vs_finetune": round(statistics.median(ratios), 3),
         "ratio_all_vs_uncached_finetune": round(statistics.median(ratios_uncached), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
         "scores": scores,
     }
+    if args.baseline:
+        report["ratio_all_before_vs_finetune"] = round(statistics.median(ratios_before), 3)
+        report["ratio_before_range"] = [round(min(ratios_before), 3), round(max(ratios_before), 3)]
+        report["scores_before"] = scores_before
     print(json.dumps(report, indent=2))
 
 

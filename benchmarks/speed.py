@@ -1,13 +1,23 @@
 """Cost of one training step: linear probe vs fine-tuning θ2 vs gradfeat (each engine).
 
-Every step includes the frozen θ1 forward. Steps are timed interleaved in one
-process (A B C ... A B C ...); the table gives each method's median step time and
-the median over rounds of its ratio to the fine-tuning step of the same round.
+The timed steps are lean: forward (the frozen θ1 forward included) and backward
+of the loss, gradients cleared outside the timed region, no optimiser step and no
+measuring hooks. Steps are timed interleaved in one process (A B C ... A B C ...);
+the table gives each method's median step time and the median over rounds of its
+ratio to the fine-tuning step of the same round, with the range of those ratios.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the step. On CPU there is
-no allocator counter, so the proxy is the bytes autograd saves for backward during
-the step (deduplicated by storage) plus the trainable parameters and their
-gradients: the part of a step's peak that differs between the methods.
+Beside the ratio stands the conv-FLOP bound (fvcore counts the convolutions and
+linear layers): θ1 runs forward once on both sides; per θ2 layer fine-tuning
+pays forward, weight gradient and (where its input depends on θ2) input gradient,
+gradfeat pays primal, tangent of the weight, weight gradient and (where its input
+carries a tangent) tangent of the input and its gradient: 3 vs 5 conv-equivalents
+inside θ2, 2 vs 3 at its boundary.
+
+Memory is measured in a separate, untimed pass: on CUDA
+``torch.cuda.max_memory_allocated`` over the step; on CPU, which has no allocator
+counter, the bytes autograd saves for backward (deduplicated by storage) plus the
+trainable parameters and their gradients: the part of a step's peak that differs
+between the methods.
 
 The naive alternative materialises the per-sample gradient features ω̄ᵀJ
 (``c × |θ2|`` numbers per image) with ``torch.func.vmap(jacrev(...))`` on a case
@@ -28,6 +38,7 @@ from typing import Callable, Iterator
 
 import timm
 import torch
+from fvcore.nn import FlopCountAnalysis
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from torch.nn import functional as F
@@ -37,7 +48,8 @@ from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.protocols import SplitNetwork
 
 
-FORWARD_MODE_ENGINES = ("forward_ad", "func")
+FORWARD_MODE_ENGINES = ("dual", "func")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class SavedTensorMeter:
@@ -65,66 +77,125 @@ def trainable_bytes(params: list[nn.Parameter]) -> int:
     return 2 * sum(p.numel() * p.element_size() for p in params)
 
 
-def linear_step(lin, x, y, opt) -> Callable[[], int]:
-    params = list(lin.head.parameters())
+class Step:
+    """One lean training step and the parameters whose gradients it fills."""
 
-    def step() -> int:
+    def __init__(self, run: Callable[[], None], params: list[nn.Parameter]) -> None:
+        self.run, self.params = run, params
+
+    def clear(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def timed(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
+        self.clear()
+        _sync(device)
+        start = clock()
+        self.run()
+        _sync(device)
+        return clock() - start
+
+    def memory(self, device: torch.device) -> int:
+        """Peak CUDA bytes of the step, or the CPU proxy (see the module docstring)."""
+        self.clear()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            self.run()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
         with SavedTensorMeter().record() as meter:
-            with torch.no_grad():
-                f = lin.activations_from_prefix(lin.forward_prefix(x))
-            loss = F.cross_entropy(lin.head(f), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return meter.bytes + trainable_bytes(params)
-
-    return step
+            self.run()
+        return meter.bytes + trainable_bytes(self.params)
 
 
-def gradfeat_step(lin, x, y, opt) -> Callable[[], int]:
-    params = [p for p in lin.parameters() if p.requires_grad]
-
-    def step() -> int:
-        with SavedTensorMeter().record() as meter:
-            loss = F.cross_entropy(lin(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return meter.bytes + trainable_bytes(params)
-
-    return step
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def finetune_step(model, split, x, y, num_classes) -> Callable[[], int]:
+def linear_step(lin, x, y) -> Step:
+    def run() -> None:
+        with torch.no_grad():
+            f = lin.activations_from_prefix(lin.forward_prefix(x))
+        F.cross_entropy(lin.head(f), y).backward()
+
+    return Step(run, list(lin.head.parameters()))
+
+
+def gradfeat_step(lin, x, y) -> Step:
+    def run() -> None:
+        F.cross_entropy(lin(x), y).backward()
+
+    return Step(run, [p for p in lin.parameters() if p.requires_grad])
+
+
+def finetune_step(model, split, x, y, num_classes) -> Step:
     network = SplitNetwork(model, split).to(x.device).eval()
     head = nn.Linear(model.num_features, num_classes).to(x)
-    params = network.theta2() + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
 
-    def step() -> int:
-        with SavedTensorMeter().record() as meter:
-            with torch.no_grad():
-                boundary = network.forward_prefix(x)
-            loss = F.cross_entropy(head(network.forward_suffix(boundary)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return meter.bytes + trainable_bytes(params)
+    def run() -> None:
+        with torch.no_grad():
+            boundary = network.forward_prefix(x)
+        F.cross_entropy(head(network.forward_suffix(boundary)), y).backward()
 
-    return step
+    return Step(run, network.theta2() + list(head.parameters()))
 
 
-def timed(step: Callable[[], int], device: torch.device) -> tuple[float, int]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    proxy = step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated() - base
-    return time.perf_counter() - start, proxy
+def _under(name: str, split: list[str]) -> bool:
+    return any(name == s or name.startswith(s + ".") for s in split)
+
+
+def flop_bound(model: nn.Module, split: list[str], x: torch.Tensor) -> dict:
+    """The conv-FLOP bound of the gradfeat / fine-tuning step ratio (see the docstring).
+
+    fvcore counts each convolution and linear layer of one forward; a θ2 layer's
+    input depends on θ2 (carries a tangent, needs an input gradient) when
+    ``requires_grad`` reaches it with only θ2's parameters requiring it.
+    """
+    model = model.eval()
+    counts = FlopCountAnalysis(model, x[:1])
+    counts.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_module = counts.by_module_and_operator()
+    layers = {
+        name: sum(v for op, v in by_module.get(name, {}).items()
+                  if op in ("conv", "linear", "addmm", "matmul", "bmm", "einsum"))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+    }
+    depends: dict[str, bool] = {}
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda mod, args, name=name: depends.__setitem__(name, bool(args[0].requires_grad))
+        )
+        for name, m in model.named_modules() if name in layers and _under(name, split)
+    ]
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(_under(n, split))
+        with torch.enable_grad():
+            model(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+    prefix = sum(v for n, v in layers.items() if not _under(n, split))
+    inner = sum(v for n, v in layers.items() if depends.get(n))
+    boundary = sum(v for n, v in layers.items() if _under(n, split) and not depends.get(n))
+    finetune = prefix + 3 * inner + 2 * boundary
+    gradfeat = prefix + 5 * inner + 3 * boundary
+    theta2 = inner + boundary
+    return {
+        "prefix_flops": prefix,
+        "theta2_flops": theta2,
+        "theta2_boundary_flops": boundary,
+        "prefix_share_of_finetune": prefix / finetune,
+        "bound": gradfeat / finetune,
+        "bound_5_vs_3": (prefix + 5 * theta2) / (prefix + 3 * theta2),
+    }
 
 
 def naive_features(num_classes: int, batch: int, device: torch.device) -> dict:
@@ -151,10 +222,9 @@ def naive_features(num_classes: int, batch: int, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     naive_s = time.perf_counter() - start
-    step = gradfeat_step(lin, x, y, torch.optim.Adam(
-        [p for p in lin.parameters() if p.requires_grad], lr=1e-3))
-    step()
-    jvp_s, jvp_bytes = timed(step, device)
+    step = gradfeat_step(lin, x, y)
+    step.timed(device)
+    jvp_s, jvp_bytes = step.timed(device), step.memory(device)
     return {
         "case": f"BiGANEncoder(width=16), θ2={lin.split}, {num_classes} classes, batch {batch}",
         "theta2_params": grads.shape[2],
@@ -175,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or the process's CPU time (steadier on a shared "
+                        "CPU; use it with one thread)")
     parser.add_argument("--json", default="speed.json", help="where to write the results")
     return parser.parse_args(argv)
 
@@ -192,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, args.classes, (args.batch_size,), device=device)
 
-    steps: dict[str, Callable[[], int]] = {}
+    steps: dict[str, Step] = {}
     steps["finetune θ2"] = finetune_step(
         timm.create_model(args.model, num_classes=0).to(device).eval(),
         args.split, x, y, args.classes,
@@ -200,19 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     # The forward-mode engines; the others are fallbacks for ops these cannot run.
     for engine in FORWARD_MODE_ENGINES:
         lin = linearize(model, split=args.split, engine=engine, num_classes=args.classes).to(device)
-        opt = torch.optim.Adam([p for p in lin.parameters() if p.requires_grad], lr=1e-3)
-        if not steps.get("linear probe"):
-            steps["linear probe"] = linear_step(lin, x, y, torch.optim.Adam(lin.head.parameters()))
-        steps[f"gradfeat ({engine})"] = gradfeat_step(lin, x, y, opt)
+        if "linear probe" not in steps:
+            steps["linear probe"] = linear_step(lin, x, y)
+        steps[f"gradfeat ({engine})"] = gradfeat_step(lin, x, y)
 
     times: dict[str, list[float]] = {k: [] for k in steps}
-    memory: dict[str, int] = {}
     for round_ in range(args.warmup + args.rounds):
         for name, step in steps.items():
-            seconds, mem = timed(step, device)
+            seconds = step.timed(device, CLOCKS[args.clock])
             if round_ >= args.warmup:
                 times[name].append(seconds)
-                memory[name] = max(memory.get(name, 0), mem)
+    memory = {name: step.memory(device) for name, step in steps.items()}
+    bound = flop_bound(model, args.split, x)
 
     ref = "finetune θ2"
     rows = []
@@ -222,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": name,
             "median_step_ms": 1e3 * statistics.median(times[name]),
             "time_ratio_vs_finetune": statistics.median(ratios),
+            "time_ratio_range": [min(ratios), max(ratios)],
             "memory_mb": memory[name] / 2**20,
             "memory_ratio_vs_finetune": memory[name] / memory[ref],
         })
@@ -235,24 +308,32 @@ def main(argv: list[str] | None = None) -> int:
 
     mem_kind = "CUDA max_memory_allocated" if device.type == "cuda" else \
         "saved-for-backward tensors + trainable params and grads (CPU proxy)"
+    mem_kind += ", measured in a separate untimed pass"
     print(f"{args.model}, θ2={args.split}, {args.image_size}x{args.image_size}, batch "
           f"{args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} interleaved rounds")
-    print(f"{'method':<22}{'median ms':>11}{'x finetune':>12}{'memory MB':>12}{'x finetune':>12}")
+          f"{args.rounds} interleaved rounds, {args.clock} clock")
+    print(f"{'method':<24}{'median ms':>10}{'x finetune':>11}{'pairs':>12}"
+          f"{'memory MB':>11}{'x finetune':>11}")
     for r in rows:
-        print(f"{r['method']:<22}{r['median_step_ms']:>11.1f}{r['time_ratio_vs_finetune']:>12.2f}"
-              f"{r['memory_mb']:>12.1f}{r['memory_ratio_vs_finetune']:>12.2f}")
+        low, high = r["time_ratio_range"]
+        print(f"{r['method']:<24}{r['median_step_ms']:>10.1f}{r['time_ratio_vs_finetune']:>11.2f}"
+              f"{f'{low:.2f}-{high:.2f}':>12}{r['memory_mb']:>11.1f}"
+              f"{r['memory_ratio_vs_finetune']:>11.2f}")
+    print(f"conv-FLOP bound of gradfeat / finetune: {bound['bound']:.3f} (θ1 forward "
+          f"{bound['prefix_share_of_finetune']:.0%} of the fine-tuning step; 5 vs 3 "
+          f"conv-equivalents throughout θ2: {bound['bound_5_vs_3']:.3f})")
     print(f"memory: {mem_kind}")
     print(f"naive per-sample features ω̄ᵀJ: {naive['case']}: "
           f"{naive['naive_bytes_per_image'] / 2**20:.2f} MB per image, step "
           f"{1e3 * naive['naive_step_s']:.0f} ms vs JVP step {1e3 * naive['jvp_step_s']:.0f} ms; "
           f"at {args.model} θ2={args.split} with {args.classes} classes: "
           f"{naive['extrapolated_bytes_per_image']['bytes'] / 1e6:.0f} MB per image "
-          f"(JVP step holds {memory['gradfeat (func)'] / 2**20 / args.batch_size:.2f} MB per image)")
+          f"(JVP step holds {memory['gradfeat (dual)'] / 2**20 / args.batch_size:.2f} MB per image)")
     report = {
         "config": vars(args) | {"device": str(device), "threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "memory_measure": mem_kind},
         "steps": rows,
+        "flop_bound": bound,
         "naive": naive,
     }
     with open(args.json, "w") as fh:

@@ -88,7 +88,8 @@ def select_engine(
 ) -> str:
     """The first engine in ``candidates`` that computes the JVP and its gradient.
 
-    Falling back past the first is reported with a warning.
+    Falling back past the first is reported with a warning (but not from ``dual``
+    to ``func``, the same formula).
 
     Raises:
         LinearizationError: None of them works.
@@ -101,7 +102,9 @@ def select_engine(
         except (RuntimeError, NotImplementedError) as exc:
             rejected.append((name, str(exc).splitlines()[0][:200]))
             continue
-        if rejected:
+        # ``dual`` is ``func``'s formula with fewer convolutions: falling back
+        # from it to ``func`` changes nothing a user needs to hear about.
+        if any(n != "dual" for n, _ in rejected):
             warnings.warn(
                 f"JVP engine {name!r} chosen for θ2 = {_theta2_names(lin)}: "
                 + "; ".join(f"{n} failed ({why})" for n, why in rejected),

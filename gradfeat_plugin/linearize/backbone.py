@@ -8,9 +8,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.func import vmap
 from torch.nn import functional as F
 
-from ._engines import AUTO_ENGINES, get_engine
+from ._engines import AUTO_ENGINES, SET_ENGINES, VMAP_ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import BoundaryCodec, _under, split_forward
 from ._ntk import (
@@ -75,7 +76,7 @@ class LinearizedBackbone(nn.Module):
         split: Module name(s) forming θ2; ``None`` picks the family default.
         fold_bn: Fold θ2's BatchNorms into their preceding convolutions.
         ntk: Use the NTK parametrisation for θ2 and w2.
-        engine: JVP engine name (``auto``, ``func``, ``forward_ad``).
+        engine: JVP engine name (``auto``, ``dual``, ``func``, ``forward_ad``, ...).
         num_classes: Size of the head; 0 leaves ``forward`` returning pre-logits.
         activation_model: Another backbone that supplies the activations ``f``
             while the JVP comes from ``model``: the paper's ablation, where the
@@ -250,6 +251,19 @@ class LinearizedBackbone(nn.Module):
         suffix = self.suffix if self.activation_suffix is None else self.activation_suffix
         return suffix(*self._codec.decode(boundary)).flatten(1)
 
+    def _engine_tangents(self) -> dict[str, torch.Tensor]:
+        """w2 as the engine reads it: each tangent times its NTK scale."""
+        return {
+            n: t * s if s != 1.0 else t
+            for n, t, s in zip(self._tangent_names, self.tangents, self._scales)
+        }
+
+    def _standardized(
+        self, f: torch.Tensor, jvp: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
+        return self.standardize(f.flatten(1)), jvp.flatten(1) / self.standardize.std
+
     def features_from_prefix(
         self, boundary: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,19 +271,14 @@ class LinearizedBackbone(nn.Module):
         if self.activation_model is not None:
             *boundary, activations = boundary
         primals = dict(self._theta2)
-        tangents = {
-            n: t * s if s != 1.0 else t
-            for n, t, s in zip(self._tangent_names, self.tangents, self._scales)
-        }
         inputs = self._codec.decode(boundary)
-        f, jvp = self._engine(self.suffix, inputs, primals, tangents)
+        f, jvp = self._engine(self.suffix, inputs, primals, self._engine_tangents())
         if self.activation_model is not None:
             f = activations
         elif self.activation_suffix is not None:
             with torch.no_grad():
                 f = self.activation_suffix(*inputs)
-        # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
-        return self.standardize(f.flatten(1)), jvp.flatten(1) / self.standardize.std
+        return self._standardized(f, jvp)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled activations ``f(x)`` and the JVP ``J_θ2(x)·w2``, both ``(B, d)``.
@@ -335,6 +344,59 @@ class LinearizedBackbone(nn.Module):
         """Set w2 back to zero, so the model equals the linear probe."""
         for t in self.tangents:
             t.zero_()
+
+
+def joint_features_from_prefix(
+    backbones: Sequence[LinearizedBackbone], boundary: Sequence[torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each backbone's ``features_from_prefix(boundary)``, sharing one primal pass.
+
+    The backbones are linearisations of the same network at the same point (same
+    suffix and θ2 values; :func:`check_shared_expansion` says whether they are) and
+    differ only in their tangents w2 and standardisation. The JVP is linear in
+    w2: the ``dual`` engine computes θ2's convolutions and linear layers once and
+    only the tangent terms per set; the ``func`` engines stack the tangents and run
+    once under ``torch.func.vmap``. Either way the backward of a sum of the sets'
+    losses gives each w2 its own gradient. Other engines (``reverse``) run once
+    per set.
+
+    Args:
+        backbones: Linearised backbones without an activation model or suffix.
+        boundary: θ1's outputs, as :meth:`LinearizedBackbone.forward_prefix` gives.
+    """
+    first = backbones[0]
+    primals = dict(first._theta2)
+    inputs = first._codec.decode(boundary)
+    sets = [b._engine_tangents() for b in backbones]
+    if first.engine in SET_ENGINES:
+        f, jvps = SET_ENGINES[first.engine](first.suffix, inputs, primals, sets)
+        return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
+    if first.engine not in VMAP_ENGINES or len(backbones) == 1:
+        return [b.features_from_prefix(boundary) for b in backbones]
+    stacked = {n: torch.stack([t[n] for t in sets]) for n in sets[0]}
+
+    def one(tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return first._engine(first.suffix, inputs, primals, tangents)
+
+    f, jvps = vmap(one, out_dims=(None, 0))(stacked)
+    return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
+
+
+def check_shared_expansion(backbones: Sequence[LinearizedBackbone]) -> bool:
+    """Whether :func:`joint_features_from_prefix` can serve these backbones: the
+    same engine, no activation model, and θ2 (and its NTK scales) equal."""
+    first = backbones[0]
+    for other in backbones:
+        if other.engine != first.engine:
+            return False
+        if other.activation_model is not None or other.activation_suffix is not None:
+            return False
+        if other._tangent_names != first._tangent_names or other._scales != first._scales:
+            return False
+        pairs = zip(other._theta2, first._theta2)
+        if not all(torch.equal(p, q) for (_, p), (_, q) in pairs):
+            return False
+    return True
 
 
 def linearize(

@@ -80,9 +80,11 @@ class GradFeatProtocol(ProtocolClassifier):
 
     def forward(self, images: Inputs) -> Tensor:
         boundary = images if self.cached else self.model.forward_prefix(images)
-        return self.model.forward_head(
-            torch.cat(self.model.features_from_prefix(boundary), dim=1)
-        )
+        return self.logits_from_features(*self.model.features_from_prefix(boundary))
+
+    def logits_from_features(self, features: Tensor, jvp: Tensor) -> Tensor:
+        """Logits from the standardised ``f`` and ``J·w2`` (see ``features_from_prefix``)."""
+        return self.model.forward_head(torch.cat([features, jvp], dim=1))
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:
         return [*self.model.head.parameters(), *self.model.tangents]

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..linearize._ntk import effective_parameters
-from ._base import Inputs
 from .gradfeat import GradFeatProtocol
 
 
@@ -31,9 +30,8 @@ class GradProtocol(GradFeatProtocol):
 
     lr_key = "GRAD"
 
-    def forward(self, images: Inputs) -> Tensor:
-        boundary = images if self.cached else self.model.forward_prefix(images)
-        _, jvp = self.model.features_from_prefix(boundary)
+    def logits_from_features(self, features: Tensor, jvp: Tensor) -> Tensor:
+        """Logits from ``J·w2`` alone (``f`` is not used); no bias without GRAD.BIAS."""
         bias = effective_parameters(self.model.head)[1] if self.cfg.GRAD.BIAS else None
         return F.linear(jvp, self.model.probe_weight, bias)
 

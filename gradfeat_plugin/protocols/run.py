@@ -22,10 +22,14 @@ from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import FrozenOutputs
 from ._registry import get_protocol_class
+from .gradfeat import GradFeatProtocol
+from .joint import JointLinearModels
 
 #: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
 ALL_PROTOCOLS = ("linear", "grad", "gradfeat", "finetune", "knn")
 PROBE_PROTOCOL = "linear"
+#: Protocols trained in one shared pass when a run asks for all of them (cached).
+JOINT_PROTOCOLS = ("grad", "gradfeat")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class ProtocolResult:
         epochs: Training epochs (0 for kNN).
         seed: The run's seed.
         wall_time_s: Wall time, including any θ1 pass or probe it had to compute.
+            Protocols trained in one shared pass (``extra["trained_with"]``) split
+            that pass's time evenly; ``extra["shared_wall_time_s"]`` is all of it.
         peak_memory_bytes: Peak CUDA memory of the protocol, or the process's peak
             resident memory on CPU.
         trainable_params: Number of trained scalars.
@@ -151,6 +157,9 @@ class _ProtocolRun:
         self.probe_failure: ProtocolResult | None = None
         self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         self.is_global_zero = True
+        #: The protocols this run will train (joint training looks ahead).
+        self.planned: list[str] = []
+        self.joint_results: dict[str, ProtocolResult] = {}
 
     def _datasets(
         self, cls: type, cached: bool, device: torch.device
@@ -197,6 +206,32 @@ class _ProtocolRun:
             num_workers=0 if cached else self.cfg.DATA.NUM_WORKERS,
         )
 
+    def _module(
+        self,
+        cls: type,
+        optimizer: str,
+        cached: bool,
+        batch_size: int,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> LightningModule:
+        """A freshly seeded protocol module, standardised and given ω̄ as it asks."""
+        seed_everything(self.cfg.TRAIN.SEED, workers=True, verbose=False)
+        module = cls(
+            model=self.backbone.model,
+            num_classes=self.data.num_classes,
+            cfg=self.cfg,
+            task=self.data.task,
+            cached=cached,
+            optimizer=optimizer or None,
+            split=self.split,
+            batch_size_per_device=batch_size,
+        )
+        if statistics is not None:
+            module.set_standardization(*statistics)
+        if cls.needs_probe:
+            module.set_probe(*self.trained_probe())
+        return module
+
     def _fit_once(
         self, name: str, optimizer: str
     ) -> tuple[LightningModule, dict[str, float]]:
@@ -217,21 +252,7 @@ class _ProtocolRun:
         # user's Trainer, draw the same numbers as this run.
         statistics = self.feature_statistics(device) if standardize else None
         train, test = self._datasets(cls, cached, device)
-        seed_everything(cfg.TRAIN.SEED, workers=True, verbose=False)
-        module = cls(
-            model=self.backbone.model,
-            num_classes=self.data.num_classes,
-            cfg=cfg,
-            task=self.data.task,
-            cached=cached,
-            optimizer=optimizer or None,
-            split=self.split,
-            batch_size_per_device=batch_size,
-        )
-        if statistics is not None:
-            module.set_standardization(*statistics)
-        if cls.needs_probe:
-            module.set_probe(*self.trained_probe())
+        module = self._module(cls, optimizer, cached, batch_size, statistics)
         eval_loader = self._loader(test, batch_size, False, cached)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached)
@@ -247,6 +268,102 @@ class _ProtocolRun:
             if value.numel() == 1
         }
         return module, metrics
+
+    def _joint_names(self, name: str) -> tuple[str, ...]:
+        """The protocols to train together with ``name`` (empty: train it alone).
+
+        ``grad`` and ``gradfeat`` share a pass when the run asks for both, reads
+        cached θ1 outputs and gives both one optimiser.
+        """
+        if name not in JOINT_PROTOCOLS or not set(JOINT_PROTOCOLS) <= set(self.planned):
+            return ()
+        classes = [get_protocol_class(n) for n in JOINT_PROTOCOLS]
+        if not self.use_cache or not all(
+            issubclass(c, GradFeatProtocol) and c.can_cache(self.cfg) for c in classes
+        ):
+            return ()
+        if len({tuple(c.optimizer_names(self.cfg)) for c in classes}) != 1:
+            return ()
+        if len(classes[0].optimizer_names(self.cfg)) != 1:
+            return ()
+        return JOINT_PROTOCOLS
+
+    def _fit_joint(
+        self, names: Sequence[str]
+    ) -> tuple[JointLinearModels, dict[str, float]] | None:
+        """Train ``names`` in one pass; ``None`` when it cannot (several processes)."""
+        cfg = self.cfg
+        trainer = build_trainer(cfg, self.progress)
+        if trainer.num_devices * trainer.num_nodes > 1:
+            return None
+        self.is_global_zero = trainer.is_global_zero
+        device = trainer.strategy.root_device
+        batch_size = max(1, cfg.TRAIN.BATCH_SIZE)
+        classes = [get_protocol_class(n) for n in names]
+        standardize = cfg.TRAIN.STANDARDIZE_FEATURES
+        statistics = self.feature_statistics(device) if standardize else None
+        train, test = self._datasets(classes[0], True, device)
+        members = {
+            name: self._module(cls, cls.optimizer_names(cfg)[0], True, batch_size, statistics)
+            for name, cls in zip(names, classes)
+        }
+        try:
+            joint = JointLinearModels(members)
+        except ValueError:
+            return None
+        train_loader = self._loader(train, batch_size, True, True)
+        eval_loader = self._loader(test, batch_size, False, True)
+        try:
+            trainer.fit(joint, train_loader, eval_loader)
+        except ProtocolFailed:
+            pass  # every member failed; joint.failures says how
+        metrics = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if value.numel() == 1
+        }
+        return joint, metrics
+
+    def _run_joint(self, names: Sequence[str]) -> dict[str, ProtocolResult] | None:
+        """Results of ``names`` trained in one pass (see :class:`JointLinearModels`)."""
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        fitted = None
+        probe_failure: ProtocolFailed | None = None
+        with _quiet(self.progress):
+            try:
+                self.trained_probe()
+            except ProtocolFailed as exc:
+                probe_failure = exc
+            else:
+                fitted = self._fit_joint(names)
+                if fitted is None:
+                    return None
+        wall_time = time.perf_counter() - start
+        results = {}
+        for name in names:
+            cls = get_protocol_class(name)
+            runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
+            failures: dict[str, ProtocolFailed] = {}
+            optimizer = cls.optimizer_names(self.cfg)[0]
+            if probe_failure is not None:
+                failures[""] = probe_failure
+            else:
+                assert fitted is not None
+                joint, metrics = fitted
+                if name in joint.failures:
+                    failures[optimizer] = joint.failures[name]
+                else:
+                    runs[optimizer] = (joint.members[name], joint.member_metrics(metrics, name))
+            extra = {
+                "trained_with": [n for n in names if n != name],
+                "shared_wall_time_s": wall_time,
+            }
+            results[name] = self._result(
+                name, cls, runs, failures, wall_time / len(names), extra
+            )
+        return results
 
     def trained_probe(self) -> tuple[torch.Tensor, torch.Tensor]:
         """ω̄: the head of this run's ``linear`` protocol (trained now if not yet).
@@ -271,6 +388,14 @@ class _ProtocolRun:
         the best optimiser that finished is reported, and when none did the result
         carries the status and reason with no value.
         """
+        if name in self.joint_results:
+            return self.joint_results.pop(name)
+        joint_names = self._joint_names(name)
+        if joint_names:
+            joint_results = self._run_joint(joint_names)
+            if joint_results is not None:
+                self.joint_results.update(joint_results)
+                return self.joint_results.pop(name)
         cls = get_protocol_class(name)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -290,6 +415,18 @@ class _ProtocolRun:
                     except ProtocolFailed as exc:
                         failures[optimizer] = exc
         wall_time = time.perf_counter() - start
+        return self._result(name, cls, runs, failures, wall_time)
+
+    def _result(
+        self,
+        name: str,
+        cls: type,
+        runs: dict[str, tuple[LightningModule, dict[str, float]]],
+        failures: dict[str, ProtocolFailed],
+        wall_time: float,
+        shared: dict[str, Any] | None = None,
+    ) -> ProtocolResult:
+        """The result row of protocol ``name`` from its optimiser runs and failures."""
         values = {}
         for optimizer, (module, metrics) in runs.items():
             value = metrics.get(module.metric_name)
@@ -301,7 +438,7 @@ class _ProtocolRun:
                 failures[optimizer] = ProtocolFailed(f"{module.metric_name} is nan")
             else:
                 values[optimizer] = value
-        extra: dict[str, Any] = {"split": list(self.split)}
+        extra: dict[str, Any] = {"split": list(self.split), **(shared or {})}
         if failures:
             extra["failures"] = {
                 opt or name: f"{exc.status}: {exc.reason}" for opt, exc in failures.items()
@@ -369,7 +506,8 @@ def iter_protocols(
     a later one fails or the run is interrupted.
     """
     run = _ProtocolRun(backbone, data, cfg, progress)
-    for name in expand_protocols(names):
+    run.planned = expand_protocols(names)
+    for name in run.planned:
         result = run.run(name)
         if run.is_global_zero:
             yield result

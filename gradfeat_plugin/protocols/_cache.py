@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm import tqdm
 
 from ..linearize import LinearizedBackbone
+from ._base import epoch_seed
 
 CACHE_KINDS = ("boundary", "features")
 #: ``DATA.CACHE`` values.
@@ -206,6 +207,39 @@ class CachedBatches(IterableDataset):
             order = torch.arange(size)
         for index in order.split(self.batch_size):
             yield self.source.batch(index, self.pin_memory)
+
+
+class EpochShuffle(Sampler[int]):
+    """The order a worker-less ``DataLoader(shuffle=True)`` gives in an epoch of a
+    protocol fitted by Lightning, from the seed and the epoch alone.
+
+    Such a loader draws its order from torch's global generator, which the
+    protocol seeds at each epoch's start (:func:`epoch_seed`): in the first epoch
+    the order is the first number drawn after seeding; in later ones Lightning
+    makes the epoch's iterator after seeding, and making it draws one number
+    first. With workers the order would be drawn before the seeding; this sampler
+    gives the same order whatever the workers. Lightning tells it the epoch.
+
+    Args:
+        size: Number of items.
+        seed: The run's seed (``TRAIN.SEED``).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        stream = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        for _ in range(1 if self.epoch == 0 else 2):
+            seed = int(torch.empty((), dtype=torch.int64).random_(generator=stream).item())
+        generator = torch.Generator().manual_seed(seed)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 def cached_loader(

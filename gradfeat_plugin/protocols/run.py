@@ -24,6 +24,7 @@ from ._cache import (
     ITERABLE_LEN_WARNING,
     CachedInputs,
     CachePolicy,
+    EpochShuffle,
     FrozenOutputs,
     cached_loader,
     default_num_workers,
@@ -255,10 +256,16 @@ class _ProtocolRun:
                 dataset, batch_size, shuffle, pin_memory=device.type == "cuda"
             )
         workers = default_num_workers(self.cfg.DATA.NUM_WORKERS)
+        # Workers would draw the order before the epoch is seeded (under DDP
+        # Lightning shards a plain shuffled loader with its own sampler).
+        sampler = None
+        if shuffle and workers > 0 and self.world_size == 1:
+            sampler = EpochShuffle(len(dataset), int(self.cfg.TRAIN.SEED))  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,

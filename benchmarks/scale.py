@@ -190,6 +190,7 @@ def child(args: argparse.Namespace) -> None:
     cfg.DATA.NUM_WORKERS = args.workers
     cfg.TRAIN.EPOCHS, cfg.TRAIN.BATCH_SIZE = 1, args.batch_size
     cfg.TRAINER.ACCELERATOR = args.accelerator
+    torch.manual_seed(0)  # the same random weights in every run
     backbone, data = load_inputs(cfg)
     start_anon = _status_kb("RssAnon") * 1024
     start = time.perf_counter()
@@ -211,6 +212,7 @@ def child(args: argparse.Namespace) -> None:
         "steps": timings.steps,
         "wall_s": wall,
         "val_top1": result.value,
+        "val_loss": result.extra.get("val_loss"),
     }))
 
 

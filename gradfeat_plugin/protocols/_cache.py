@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -174,7 +175,8 @@ class CachedInputs(Dataset):
 
 
 class CachedBatches(IterableDataset):
-    """Batches of a :class:`CachedInputs`, one gather each.
+    """Batches of a :class:`CachedInputs`, one gather each, the next gathered by a
+    thread while the current one is used.
 
     A shuffled pass orders the items exactly as ``DataLoader(shuffle=True)`` would
     (a seed drawn from torch's global generator when the pass starts, then
@@ -205,8 +207,16 @@ class CachedBatches(IterableDataset):
             order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(size)
-        for index in order.split(self.batch_size):
-            yield self.source.batch(index, self.pin_memory)
+        # The next batch is gathered by a thread while the current one is used.
+        with ThreadPoolExecutor(1, thread_name_prefix="gradfeat-gather") as pool:
+            pending = None
+            for index in order.split(self.batch_size):
+                ready = pending
+                pending = pool.submit(self.source.batch, index, self.pin_memory)
+                if ready is not None:
+                    yield ready.result()
+            if pending is not None:
+                yield pending.result()
 
 
 class EpochShuffle(Sampler[int]):

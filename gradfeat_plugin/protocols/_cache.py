@@ -210,7 +210,7 @@ class CachedBatches(IterableDataset):
         # The next batch is gathered by a thread while the current one is used.
         with ThreadPoolExecutor(1, thread_name_prefix="gradfeat-gather") as pool:
             pending = None
-            for index in order.split(self.batch_size):
+            for index in order.split(self.batch_size) if size else ():
                 ready = pending
                 pending = pool.submit(self.source.batch, index, self.pin_memory)
                 if ready is not None:

@@ -124,6 +124,7 @@ def test_batches_come_in_the_order_of_a_shuffled_dataloader(mapped):
     for (got, got_targets), (want, want_targets) in zip(batches, expected):
         assert torch.equal(got_targets, want_targets)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert list(cached_loader(CachedInputs(inputs[:0], torch.arange(0)), 10, True)) == []
     plain = list(cached_loader(stored, 50, shuffle=False))
     assert [len(t) for _, t in plain] == [50, 50, 3]
     assert torch.equal(torch.cat([t for _, t in plain]), torch.arange(103))

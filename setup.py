@@ -14,6 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["gradfeat_plugin", "gradfeat_plugin.*"]),
     include_package_data=True,
+    # The zoo's pretrained weights, their metadata and manifest.
+    package_data={"gradfeat_plugin.zoo": ["weights/*.pth", "weights/*.json"]},
     install_requires=[
         "torch>=2.2",
         "torchvision>=0.17",

@@ -21,6 +21,10 @@ _C.MODEL.INPUT_SIZE = None
 _C.MODEL.SPLIT = []
 _C.MODEL.FOLD_BN = True
 _C.MODEL.NTK = True
+# The w1 head of linear and gradfeat in the NTK parametrisation of the authors' code:
+# logits = √(1/num_classes)·W f + √0.1·b, W and b trained (same functions as a
+# plain head, other optimiser steps); ω̄ is the effective weight √(1/num_classes)·W.
+_C.MODEL.NTK_HEAD = False
 _C.MODEL.ENGINE = "auto"
 # Accept a checkpoint that leaves some of the model's tensors unloaded (rows then
 # say "partial"); by default that is an error.
@@ -76,6 +80,15 @@ _C.TRAIN.CACHE_FEATURES = True
 _C.TRAIN.CACHE_BATCH_SIZE = 256
 # Validate every N epochs; 0 validates once, after the last epoch.
 _C.TRAIN.VAL_EVERY_N_EPOCHS = 0
+# Clip the gradient norm of each step of linear, grad and gradfeat (the authors'
+# code clips at 10); 0 turns clipping off. Fine-tuning has FINETUNE.CLIP_GRAD_NORM.
+_C.TRAIN.CLIP_GRAD_NORM = 0.0
+# Learning rate of one protocol instead of TRAIN.LR; null keeps TRAIN.LR.
+_C.TRAIN.LR_BY_PROTOCOL = CfgNode()
+_C.TRAIN.LR_BY_PROTOCOL.LINEAR = None
+_C.TRAIN.LR_BY_PROTOCOL.GRAD = None
+_C.TRAIN.LR_BY_PROTOCOL.GRADFEAT = None
+_C.TRAIN.LR_BY_PROTOCOL.FINETUNE = None
 
 _C.ADAM = CfgNode()
 _C.ADAM.BETAS = (0.5, 0.999)
@@ -93,6 +106,10 @@ _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
 # Clip the gradient norm of each fine-tuning step (the authors' code clips at 10);
 # 0 turns clipping off.
 _C.FINETUNE.CLIP_GRAD_NORM = 10.0
+
+_C.GRAD = CfgNode()
+# The gradient baseline's trainable bias (ω̄ᵀJw2 + b); the authors' code has none.
+_C.GRAD.BIAS = True
 
 # The paper's Table 1 ablation: the gradient term of grad and gradfeat is taken
 # through a network whose θ1 and/or θ2 are re-initialised (seeded by TRAIN.SEED),

@@ -145,6 +145,7 @@ def validate_config(cfg: CfgNode) -> None:
         _text("MODEL.SPLIT", name)
     _flag("MODEL.FOLD_BN", m.FOLD_BN)
     _flag("MODEL.NTK", m.NTK)
+    _flag("MODEL.NTK_HEAD", m.NTK_HEAD)
     _choice("MODEL.ENGINE", m.ENGINE, ENGINE_CHOICES)
     _flag("MODEL.ALLOW_PARTIAL_WEIGHTS", m.ALLOW_PARTIAL_WEIGHTS)
 
@@ -169,6 +170,10 @@ def validate_config(cfg: CfgNode) -> None:
     _flag("TRAIN.CACHE_FEATURES", t.CACHE_FEATURES)
     _positive_int("TRAIN.CACHE_BATCH_SIZE", t.CACHE_BATCH_SIZE)
     _integer("TRAIN.VAL_EVERY_N_EPOCHS", t.VAL_EVERY_N_EPOCHS, 0)
+    _non_negative("TRAIN.CLIP_GRAD_NORM", t.CLIP_GRAD_NORM)
+    for name, lr in t.LR_BY_PROTOCOL.items():
+        if lr is not None:
+            _positive(f"TRAIN.LR_BY_PROTOCOL.{name}", lr)
 
     _pair("ADAM.BETAS", cfg.ADAM.BETAS, _beta)
     _non_negative("ADAM.WEIGHT_DECAY", cfg.ADAM.WEIGHT_DECAY)
@@ -176,6 +181,8 @@ def validate_config(cfg: CfgNode) -> None:
     _non_negative("SGD.WEIGHT_DECAY", cfg.SGD.WEIGHT_DECAY)
     _flag("FINETUNE.WHOLE_NETWORK", cfg.FINETUNE.WHOLE_NETWORK)
     _optimizer_list("FINETUNE.OPTIMIZERS", cfg.FINETUNE.OPTIMIZERS)
+    _non_negative("FINETUNE.CLIP_GRAD_NORM", cfg.FINETUNE.CLIP_GRAD_NORM)
+    _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)
 

@@ -3,7 +3,7 @@
 from ._engines import AUTO_ENGINES, ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import SplitForward, split_forward
-from ._ntk import ntk_scales
+from ._ntk import NTKLinear, ntk_scales
 from ._reinit import reinitialize
 from ._split import SplitCandidate, default_split, resolve_split, split_candidates
 from ._verify import LinearizationCheck, LinearizationError
@@ -19,6 +19,7 @@ __all__ = [
     "split_candidates",
     "FeatureStandardization",
     "LinearizedBackbone",
+    "NTKLinear",
     "SplitForward",
     "default_split",
     "fold_batchnorm",

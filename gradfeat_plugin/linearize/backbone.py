@@ -13,7 +13,12 @@ from torch.nn import functional as F
 from ._engines import AUTO_ENGINES, get_engine
 from ._fold import fold_batchnorm
 from ._graph import BoundaryCodec, _under, split_forward
-from ._ntk import ntk_scales
+from ._ntk import (
+    NTKLinear,
+    effective_parameters,
+    ntk_scales,
+    set_effective_parameters,
+)
 from ._split import SplitSpec, resolve_split
 from ._standardize import FeatureStandardization
 from ._stateful import bypass_eval_caches, keep_computing
@@ -75,7 +80,10 @@ class LinearizedBackbone(nn.Module):
         activation_model: Another backbone that supplies the activations ``f``
             while the JVP comes from ``model``: the paper's ablation, where the
             gradient features of a re-initialised network sit beside the
-            pretrained network's activations (Table 1).
+            pretrained network's activations (Table 1). When the two share θ1
+            (only θ2 was re-initialised), ``f`` is computed from the same θ1
+            outputs by the activation model's own θ2, so the boundary, and any
+            cache of it, is the pretrained network's.
         input_size: ``(C, H, W)`` of the images it will see; default: the
             model's ``pretrained_cfg``. The self-check runs at this size.
         verify: Check the linearisation once, on a small random batch: ``f``
@@ -123,6 +131,7 @@ class LinearizedBackbone(nn.Module):
         self._theta2 = [
             (n, p) for n, p in self.suffix.named_parameters() if _under(n, self.split)
         ]
+        self.activation_suffix = self._shared_prefix_suffix(original)
         self._tangent_names = [n for n, _ in self._theta2]
         _warn_unseen(model, self.split, self.folded, self._tangent_names)
         self.tangents = nn.ParameterList(
@@ -153,7 +162,30 @@ class LinearizedBackbone(nn.Module):
         )
         self.head: nn.Module = nn.Identity()
         self.num_classes = 0
+        # An NTK-parametrised head (NTKLinear) instead of nn.Linear; set it before
+        # reset_classifier.
+        self.ntk_head = False
         self.reset_classifier(num_classes)
+
+    def _shared_prefix_suffix(self, original: nn.Module) -> nn.Module | None:
+        """The activation model's θ2 side, when it shares θ1 with ``original``.
+
+        It then replaces :attr:`activation_model`: ``f`` comes from the same θ1
+        outputs as the JVP, through the activation model's θ2.
+        """
+        if self.activation_model is None:
+            return None
+        theirs = self.activation_model.state_dict()
+        ours = original.state_dict()
+        if theirs.keys() != ours.keys() or not all(
+            torch.equal(theirs[k], ours[k])
+            for k in ours
+            if not _under(k, self.split)
+        ):
+            return None
+        model = self.activation_model
+        self.activation_model = None
+        return split_forward(model, self.split).suffix.eval()
 
     def _sample_input(self) -> torch.Tensor:
         """Two seeded random images at the model's input size, dtype and device."""
@@ -177,6 +209,8 @@ class LinearizedBackbone(nn.Module):
         keep_computing(self._cache_owners)
         if self.activation_model is not None:
             self.activation_model.eval()
+        if self.activation_suffix is not None:
+            self.activation_suffix.eval()
         return self
 
     def named_tangents(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -213,7 +247,8 @@ class LinearizedBackbone(nn.Module):
         """The pooled activations ``f`` alone (no JVP, not standardised)."""
         if self.activation_model is not None:
             return boundary[-1]
-        return self.suffix(*self._codec.decode(boundary)).flatten(1)
+        suffix = self.suffix if self.activation_suffix is None else self.activation_suffix
+        return suffix(*self._codec.decode(boundary)).flatten(1)
 
     def features_from_prefix(
         self, boundary: Sequence[torch.Tensor]
@@ -230,6 +265,9 @@ class LinearizedBackbone(nn.Module):
         f, jvp = self._engine(self.suffix, inputs, primals, tangents)
         if self.activation_model is not None:
             f = activations
+        elif self.activation_suffix is not None:
+            with torch.no_grad():
+                f = self.activation_suffix(*inputs)
         # The standardisation is affine, so the JVP of standardised f is J·w2 / std.
         return self.standardize(f.flatten(1)), jvp.flatten(1) / self.standardize.std
 
@@ -264,8 +302,9 @@ class LinearizedBackbone(nn.Module):
         self.pretrained_cfg["num_classes"] = num_classes
         param = next(self.suffix.parameters())
         if num_classes:
-            self.head = nn.Linear(self.num_features, num_classes).to(param)
-            self.probe_weight = self.head.weight.detach().clone()
+            head_cls = NTKLinear if self.ntk_head else nn.Linear
+            self.head = head_cls(self.num_features, num_classes).to(param)
+            self.probe_weight = effective_parameters(self.head)[0].detach().clone()
         else:
             self.head = nn.Identity()
             self.probe_weight = param.new_zeros(0, self.num_features)
@@ -273,6 +312,9 @@ class LinearizedBackbone(nn.Module):
     @torch.no_grad()
     def set_probe(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Install a trained linear probe: ω̄ (frozen) and the initial w1 and bias.
+
+        ``weight`` and ``bias`` are those of the function the probe computes (an
+        NTK head's effective ones); an NTK head is set to compute the same.
 
         Args:
             weight: ``(num_classes, num_features)`` probe weight.
@@ -286,8 +328,7 @@ class LinearizedBackbone(nn.Module):
         if weight.shape[0] != self.num_classes:
             self.reset_classifier(weight.shape[0])
         self.probe_weight = weight.detach().clone().to(self.probe_weight)
-        self.head.weight.copy_(weight)
-        self.head.bias.copy_(bias if bias is not None else torch.zeros_like(self.head.bias))
+        set_effective_parameters(self.head, weight, bias)
 
     @torch.no_grad()
     def reset_tangents(self) -> None:

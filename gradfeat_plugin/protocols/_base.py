@@ -47,6 +47,20 @@ def check_finite(values: Tensor, what: str, protocol: str) -> None:
         )
 
 
+def protocol_lr(cfg: CfgNode, key: str | None) -> float:
+    """``TRAIN.LR_BY_PROTOCOL.<key>`` when set, else ``TRAIN.LR``.
+
+    >>> from gradfeat_plugin.config import get_cfg
+    >>> cfg = get_cfg()
+    >>> cfg.TRAIN.LR_BY_PROTOCOL.LINEAR = 0.01
+    >>> protocol_lr(cfg, "LINEAR"), protocol_lr(cfg, "GRAD")
+    (0.01, 0.001)
+    """
+    by_protocol = cfg.TRAIN.get("LR_BY_PROTOCOL") or {}
+    lr = by_protocol.get(key) if key else None
+    return cfg.TRAIN.LR if lr is None else lr
+
+
 def build_optimizer(
     name: str, params: List[nn.Parameter], lr: float, cfg: CfgNode
 ) -> Optimizer:
@@ -95,6 +109,8 @@ class ProtocolClassifier(BaseClassifier):
     standardizes_features: bool = True
     #: Whether the protocol needs a trained linear probe ω̄ (see ``set_probe``).
     needs_probe: bool = False
+    #: Its key in ``TRAIN.LR_BY_PROTOCOL`` (``None``: always ``TRAIN.LR``).
+    lr_key: str | None = None
 
     def __init__(
         self,
@@ -111,7 +127,7 @@ class ProtocolClassifier(BaseClassifier):
         super().__init__(
             model=model,
             batch_size_per_device=batch_size_per_device or cfg.TRAIN.BATCH_SIZE,
-            lr=cfg.TRAIN.LR,
+            lr=protocol_lr(cfg, self.lr_key),
             feature_dim=feature_dim,
             num_classes=num_classes,
             topk=tuple(sorted({1, min(5, num_classes)})),
@@ -204,8 +220,28 @@ class ProtocolClassifier(BaseClassifier):
         self.log("val_map", self.val_map, prog_bar=True, batch_size=batch_size)
         return loss
 
+    def clip_grad_norm(self) -> float:
+        """Where each step's gradient norm is clipped: ``TRAIN.CLIP_GRAD_NORM``."""
+        return float(self.cfg.TRAIN.get("CLIP_GRAD_NORM", 0.0))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradient norm at :meth:`clip_grad_norm` (the Trainer's own
+        ``gradient_clip_val`` wins when it has one), as the authors' code does."""
+        clip = gradient_clip_val or self.clip_grad_norm()
+        if clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip,
+                gradient_clip_algorithm=gradient_clip_algorithm or "norm",
+            )
+
     def get_effective_lr(self) -> float:
-        """``TRAIN.LR``, times global batch size / 256 when ``TRAIN.SCALE_LR``."""
+        """The protocol's learning rate (``TRAIN.LR_BY_PROTOCOL`` or ``TRAIN.LR``),
+        times global batch size / 256 when ``TRAIN.SCALE_LR``."""
         if self.cfg.TRAIN.SCALE_LR:
             return super().get_effective_lr()
         return self.lr

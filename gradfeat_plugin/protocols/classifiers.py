@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import get_cfg
 from ..linearize import FeatureStandardization, default_split, resolve_split
+from ..linearize._ntk import effective_parameters
 from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
 from .finetune import FinetuneProtocol
 from .gradfeat import GradFeatProtocol
@@ -93,6 +94,10 @@ def build_config(
     if keywords.get("seed") is None:
         # lightly scripts call seed_everything(seed), which Lightning records here.
         keywords["seed"] = int(os.environ.get("PL_GLOBAL_SEED", cfg.TRAIN.SEED))
+    if keywords.get("lr") is not None:
+        # An explicit lr is every protocol's, the probe fitted first included.
+        for key in cfg.TRAIN.LR_BY_PROTOCOL:
+            cfg.TRAIN.LR_BY_PROTOCOL[key] = None
     optimizer = keywords.get("optimizer") or cfg.TRAIN.OPTIMIZER
     decay_key = "SGD.WEIGHT_DECAY" if optimizer == "sgd" else "ADAM.WEIGHT_DECAY"
     resolved = {}
@@ -236,8 +241,8 @@ def _as_probe(probe: Any) -> Probe | None:
         return None
     head = getattr(probe, "classification_head", probe)
     if isinstance(head, nn.Linear):
-        bias = None if head.bias is None else head.bias.detach().clone()
-        return head.weight.detach().clone(), bias
+        weight, bias = effective_parameters(head)
+        return weight.detach().clone(), None if bias is None else bias.detach().clone()
     weight, bias = probe
     return weight.detach().clone(), None if bias is None else bias.detach().clone()
 

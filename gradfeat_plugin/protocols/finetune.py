@@ -40,6 +40,8 @@ class FinetuneProtocol(ProtocolClassifier):
     torch.Size([2, 10])
     """
 
+    lr_key = "FINETUNE"
+
     def __init__(
         self,
         model: nn.Module,
@@ -88,20 +90,9 @@ class FinetuneProtocol(ProtocolClassifier):
         """θ1's outputs are fixed unless the whole network trains."""
         return not cfg.FINETUNE.WHOLE_NETWORK
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip the gradient norm at ``FINETUNE.CLIP_GRAD_NORM`` (the Trainer's own
-        setting wins when it has one), so one large step cannot blow up θ2."""
-        clip = gradient_clip_val or self.cfg.FINETUNE.CLIP_GRAD_NORM
-        if clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip,
-                gradient_clip_algorithm=gradient_clip_algorithm or "norm",
-            )
+    def clip_grad_norm(self) -> float:
+        """``FINETUNE.CLIP_GRAD_NORM``, so that one large step cannot blow up θ2."""
+        return float(self.cfg.FINETUNE.CLIP_GRAD_NORM)
 
     def forward(self, images: Inputs) -> Tensor:
         if self.cached:

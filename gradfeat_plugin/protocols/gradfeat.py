@@ -39,6 +39,7 @@ class GradFeatProtocol(ProtocolClassifier):
     """
 
     needs_probe = True
+    lr_key = "GRADFEAT"
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class GradFeatProtocol(ProtocolClassifier):
         batch_size_per_device: int | None = None,
     ) -> None:
         backbone = linearized_from(model, split, cfg)
+        backbone.ntk_head = bool(cfg.MODEL.NTK_HEAD)
         backbone.reset_classifier(num_classes)
         super().__init__(
             backbone,
@@ -68,9 +70,9 @@ class GradFeatProtocol(ProtocolClassifier):
 
     @classmethod
     def can_cache(cls, cfg: CfgNode) -> bool:
-        """The run's stored θ1 outputs belong to the pretrained network, not to an
-        ablated one."""
-        return not ablated_parts(cfg)
+        """The run's stored θ1 outputs are the pretrained network's: they serve
+        unless the ablation re-initialises θ1."""
+        return "theta1" not in ablated_parts(cfg)
 
     def set_probe(self, weight: Tensor, bias: Tensor | None = None) -> None:
         """Install the trained probe: ω̄ (frozen), ``w1``/``b`` from it, ``w2`` at 0."""

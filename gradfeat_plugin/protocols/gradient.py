@@ -7,6 +7,7 @@ from typing import List
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..linearize._ntk import effective_parameters
 from ._base import Inputs
 from .gradfeat import GradFeatProtocol
 
@@ -16,7 +17,8 @@ class GradProtocol(GradFeatProtocol):
 
     Built like :class:`GradFeatProtocol` (same arguments, same probe installation);
     only the tangents ``w2`` (zero-initialised) and the bias ``b`` (initialised from
-    the probe's) train, while θ, ω̄ and ``w1`` stay frozen.
+    the probe's) train, while θ, ω̄ and ``w1`` stay frozen. With ``GRAD.BIAS`` off
+    there is no ``b``, as in the authors' code: logits at ``w2 = 0`` are exactly 0.
 
     >>> import torch
     >>> from gradfeat_plugin.backbones.bigan import BiGANEncoder
@@ -27,10 +29,14 @@ class GradProtocol(GradFeatProtocol):
     0.0
     """
 
+    lr_key = "GRAD"
+
     def forward(self, images: Inputs) -> Tensor:
         boundary = images if self.cached else self.model.forward_prefix(images)
         _, jvp = self.model.features_from_prefix(boundary)
-        return F.linear(jvp, self.model.probe_weight, self.model.head.bias)
+        bias = effective_parameters(self.model.head)[1] if self.cfg.GRAD.BIAS else None
+        return F.linear(jvp, self.model.probe_weight, bias)
 
     def get_trainable_parameters(self) -> List[nn.Parameter]:
-        return [self.model.head.bias, *self.model.tangents]
+        bias = [self.model.head.bias] if self.cfg.GRAD.BIAS else []
+        return [*bias, *self.model.tangents]

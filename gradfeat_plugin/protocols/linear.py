@@ -8,6 +8,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
+from ..linearize._ntk import NTKLinear, effective_parameters
 from ..linearize._split import SplitSpec
 from ._base import Inputs, ProtocolClassifier
 from ._models import linearized_from
@@ -36,6 +37,7 @@ class LinearProtocol(ProtocolClassifier):
     """
 
     cache = "features"
+    lr_key = "LINEAR"
 
     def __init__(
         self,
@@ -59,6 +61,8 @@ class LinearProtocol(ProtocolClassifier):
             optimizer=optimizer,
             batch_size_per_device=batch_size_per_device,
         )
+        if cfg.MODEL.NTK_HEAD:
+            self.classification_head = NTKLinear(backbone.num_features, num_classes)
         self.freeze_all_but_trainable()
 
     def forward(self, images: Inputs) -> Tensor:
@@ -74,6 +78,11 @@ class LinearProtocol(ProtocolClassifier):
         return list(self.classification_head.parameters())
 
     def probe(self) -> tuple[Tensor, Tensor]:
-        """The trained head as ``(weight, bias)``: ω̄ for ``grad`` and ``gradfeat``."""
-        head = self.classification_head
-        return head.weight.detach().clone(), head.bias.detach().clone()
+        """The trained head as ``(weight, bias)``: ω̄ for ``grad`` and ``gradfeat``.
+
+        An NTK head (``MODEL.NTK_HEAD``) gives its effective weight and bias, those
+        of the function it computes.
+        """
+        weight, bias = effective_parameters(self.classification_head)
+        assert bias is not None
+        return weight.detach().clone(), bias.detach().clone()

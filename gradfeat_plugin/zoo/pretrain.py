@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -19,12 +20,49 @@ from ..data import get_dataset
 from ..errors import GradfeatError
 from .archs import create_arch
 from .cache import save_checkpoint
+from .held_out import held_out_scores
 from .recipes import RECIPES
 
 
 def list_methods() -> list[str]:
     """Names accepted by :func:`pretrain` and ``pretrain.py --method``."""
     return sorted(RECIPES)
+
+
+def _held_out(
+    module: Any, arch: str, dataset: str, data_dir: str, seed: int, raw: bool, splits: Any,
+    max_samples: int,
+) -> dict[str, Any]:
+    """Held-out scores of the trained backbone beside a random one of the same arch.
+
+    With ``max_samples`` (a smoke run) only that many train and test items are used.
+    """
+    cfg = module.backbone.pretrained_cfg
+    if raw:
+        splits = get_dataset(
+            dataset,
+            input_size=cfg["input_size"],
+            mean=cfg["mean"],
+            std=cfg["std"],
+            data_dir=data_dir,
+        )
+    if max_samples > 0:
+        rng = np.random.default_rng(seed)
+
+        def sample(dataset: Any) -> Subset:
+            rows = rng.permutation(len(dataset))[:max_samples]
+            return Subset(dataset, np.sort(rows).tolist())
+
+        splits = dataclasses.replace(
+            splits, train=sample(splits.train), test=sample(splits.test)
+        )
+
+    def random_backbone() -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            return create_arch(arch)
+
+    return held_out_scores(module.backbone, random_backbone, splits, module.pretext_score)
 
 
 def pretrain(
@@ -59,7 +97,8 @@ def pretrain(
 
     Returns:
         The metadata that was saved (recipe, dataset, arch, epochs, seed, final
-        pretext loss, per-epoch losses, wall time, ...).
+        pretext loss, per-epoch losses, wall time, held-out scores of the
+        backbone and of a random one: see :func:`~.held_out.held_out_scores`).
 
     Raises:
         GradfeatError: For an unknown method, arch or dataset, or ``epochs < 1``.
@@ -115,6 +154,9 @@ def pretrain(
         )
         trainer.fit(module, loader)
     wall_time = time.perf_counter() - start
+    held_out = _held_out(
+        module, arch, dataset, data_dir, seed, raw, splits, cfg.PRETRAIN.MAX_SAMPLES
+    )
     metadata = {
         "recipe": method,
         "dataset": dataset,
@@ -125,6 +167,7 @@ def pretrain(
         "epoch_losses": module.epoch_losses,
         "wall_time_s": round(wall_time, 2),
         "train_samples": len(train),
+        "held_out": held_out,
         "pretrained_cfg": backbone.pretrained_cfg,
         "gradfeat_split": backbone.gradfeat_split,
         "pretrain_cfg": cfg.PRETRAIN,

@@ -25,7 +25,9 @@ def test_activations_stay_pretrained_while_the_jvp_is_ablated(backbone, part):
     x = torch.randn(4, 3, 16, 16)
     ablated = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split)
     plain = GradFeatProtocol(backbone.model, 10, make_cfg(), split=backbone.split)
-    assert not GradFeatProtocol.can_cache(cfg) and GradFeatProtocol.can_cache(make_cfg())
+    # θ1's stored outputs serve a re-initialised θ2, not a re-initialised θ1.
+    assert GradFeatProtocol.can_cache(cfg) == (part == "THETA2")
+    assert GradFeatProtocol.can_cache(make_cfg())
     for module in (ablated, plain):
         with torch.no_grad():
             for _, t in module.model.named_tangents():
@@ -65,3 +67,33 @@ def test_bad_ablation_value(backbone, digits):
     cfg = _with(make_cfg(), THETA2="shuffled")
     with pytest.raises(GradfeatError, match="ABLATION.THETA2"):
         run_protocols(["grad"], backbone, digits, cfg, progress=False)
+
+
+def test_random_theta2_reads_the_pretrained_theta1_outputs(backbone):
+    """With θ1 shared, f comes from the pretrained θ2 on the same θ1 outputs: the
+    boundary is the pretrained network's, so its cache serves the ablation."""
+    cfg = _with(make_cfg(), THETA2="random")
+    x = torch.randn(4, 3, 16, 16)
+    ablated = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split).model
+    plain = GradFeatProtocol(backbone.model, 10, make_cfg(), split=backbone.split).model
+    assert ablated.activation_model is None and ablated.activation_suffix is not None
+    boundary = plain.forward_prefix(x)
+    assert all(torch.equal(a, b) for a, b in zip(ablated.forward_prefix(x), boundary))
+    with torch.no_grad():
+        for module in (ablated, plain):
+            for _, t in module.named_tangents():
+                t.fill_(0.01)
+    f_cached, jvp_cached = ablated.features_from_prefix(boundary)
+    f_images, jvp_images = ablated.features(x)
+    assert torch.allclose(f_cached, plain.features_from_prefix(boundary)[0], atol=1e-6)
+    assert torch.equal(f_cached, f_images) and torch.equal(jvp_cached, jvp_images)
+    assert (jvp_cached - plain.features_from_prefix(boundary)[1]).abs().max() > 1e-3
+
+
+def test_ablated_theta2_gives_the_same_numbers_cached_or_not(backbone, digits):
+    cfg = _with(make_cfg(), THETA2="random")
+    cached = run_protocols(["grad"], backbone, digits, cfg, progress=False)[0]
+    cfg.TRAIN.CACHE_FEATURES = False
+    plain = run_protocols(["grad"], backbone, digits, cfg, progress=False)[0]
+    assert cached.extra["cached"] and not plain.extra["cached"]
+    assert cached.value == pytest.approx(plain.value, abs=1e-6)

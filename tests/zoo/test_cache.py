@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -19,16 +20,19 @@ from gradfeat_plugin.zoo import (
     zoo_model,
 )
 from gradfeat_plugin.zoo import cache as cache_module
+from gradfeat_plugin.zoo import registry
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty cache, and no shipped weights (so the cache is what is read)."""
     monkeypatch.setenv("GRADFEAT_CACHE", str(tmp_path))
+    monkeypatch.setattr(registry, "shipped_weights_dir", lambda: str(tmp_path / "none"))
     return tmp_path
 
 
 def test_zoo_lists_the_paper_families_and_the_default():
-    families = {"rotation_mnist5k", "bigan_mnist5k", "supervised_mnist5k"}
+    families = {"rotation_mnist5k", "bigan_ali_mnist5k", "supervised_mnist5k"}
     assert families | {"supervised_digits", "simclr_mnist5k"} <= set(list_zoo_models())
     assert get_cfg().MODEL.SPEC == "zoo:rotation_mnist5k"
 
@@ -54,6 +58,10 @@ def test_cached_model_round_trips(cache):
     stem = os.path.basename(path)[: -len(".pth")]
     assert stem.startswith("supervised_digits-")
     assert sorted(os.listdir(cache)) == [f"{stem}.json", f"{stem}.pth"]
+    assert set(json.loads((cache / f"{stem}.json").read_text())["held_out"]) >= {
+        "pretrained",
+        "random_encoder",
+    }
 
 
 def test_random_init_architecture_has_the_backbone_interface():

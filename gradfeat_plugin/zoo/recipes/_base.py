@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from fvcore.common.config import CfgNode
 from pytorch_lightning import LightningModule
-from torch import nn
-from torch.utils.data import Dataset
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 
 class PretextModule(LightningModule):
@@ -35,6 +37,26 @@ class PretextModule(LightningModule):
     def train_dataset(self, train: Dataset) -> Dataset:
         """The dataset the recipe trains on, built from the train split's items."""
         return train
+
+    def pretext_score(self, test: Dataset) -> dict[str, float]:
+        """The recipe's own task scored on held-out items (``{}`` when it has none)."""
+        return {}
+
+    @torch.no_grad()
+    def head_accuracy(
+        self, test: Dataset, views: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+    ) -> float:
+        """Top-1 of ``self.head`` on ``views(images, targets)`` of every test batch."""
+        was_training = self.training
+        self.eval()
+        correct = total = 0
+        for images, targets in DataLoader(test, batch_size=250):
+            inputs, labels = views(images, targets)
+            predicted = self.head(self.backbone(inputs)).argmax(dim=1)
+            correct += int((predicted == labels).sum())
+            total += len(labels)
+        self.train(was_training)
+        return correct / max(total, 1)
 
     def record_loss(self, loss: torch.Tensor) -> None:
         """Log one step's pretext loss and add it to the epoch's mean."""

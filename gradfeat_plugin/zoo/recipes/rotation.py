@@ -54,3 +54,11 @@ class RotationPretext(PretextModule):
         loss = F.cross_entropy(self.head(self.backbone(views)), labels)
         self.record_loss(loss)
         return loss
+
+    def pretext_score(self, test) -> dict[str, float]:
+        """Accuracy of the rotation head on all four rotations of every test image."""
+        return {
+            "rotation_top1": round(
+                self.head_accuracy(test, lambda images, _: rotate_batch(images)), 4
+            )
+        }

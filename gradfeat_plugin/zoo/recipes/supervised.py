@@ -42,3 +42,13 @@ class SupervisedPretext(PretextModule):
             loss = F.cross_entropy(logits, targets)
         self.record_loss(loss)
         return loss
+
+    def pretext_score(self, test) -> dict[str, float]:
+        """Top-1 of the supervised head on the test split (multi-class data)."""
+        if self.task == "multilabel":
+            return {}
+        return {
+            "supervised_top1": round(
+                self.head_accuracy(test, lambda images, targets: (images, targets)), 4
+            )
+        }

@@ -264,7 +264,9 @@ def cached_loader(
 class _Store:
     """Allocates the stored tensors: in memory on a device, or in mapped files."""
 
-    def __init__(self, where: str, device: torch.device, dtype: torch.dtype, directory: str) -> None:
+    def __init__(
+        self, where: str, device: torch.device, dtype: torch.dtype, directory: str
+    ) -> None:
         self.where, self.device, self.dtype = where, device, dtype
         self.parent = directory
         self.directory: str | None = None
@@ -379,12 +381,11 @@ class FrozenOutputs:
     @torch.no_grad()
     def _bytes_per_item(self, dataset: Dataset) -> int:
         inputs = dataset[0][0]
-        batch = [t.unsqueeze(0) for t in inputs] if isinstance(inputs, (list, tuple)) else inputs.unsqueeze(0)
         self.backbone.to(self.device)
-        if isinstance(batch, list):
-            batch = [t.to(self.device) for t in batch]
+        if isinstance(inputs, (list, tuple)):
+            batch: Any = [t.unsqueeze(0).to(self.device) for t in inputs]
         else:
-            batch = batch.to(self.device)
+            batch = inputs.unsqueeze(0).to(self.device)
         itemsize = CACHE_DTYPES[self.policy.dtype].itemsize
         return sum(t[0].numel() * itemsize for t in self.backbone.forward_prefix(batch))
 

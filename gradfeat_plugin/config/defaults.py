@@ -39,9 +39,10 @@ _C.DATA.LABEL_FRACTION = 1.0
 # Augmentation is off for the linear-model protocols, as in the paper, so that
 # frozen θ1 outputs can be cached.
 _C.DATA.AUGMENT = False
-# DataLoader workers reading images; -1 means min(8, CPUs - 1) for evaluation and
-# none for the zoo's pretraining (its augmentations stay those of its weights).
-# Stored θ1 outputs are read in the main process, one gather per batch.
+# DataLoader workers reading images; -1 means min(8, CPUs - 1), but none with
+# augmentation and for the zoo's pretraining: workers draw other augmentations than
+# the main process, so numbers would depend on the CPU count. Stored θ1 outputs are
+# read in the main process, one gather per batch.
 _C.DATA.NUM_WORKERS = -1
 # Where θ1's outputs are stored (without augmentation): auto, memory, disk or off.
 # auto estimates their size from the first image and the dataset lengths and keeps

@@ -61,10 +61,14 @@ def available_ram() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def default_num_workers(value: int) -> int:
-    """``DATA.NUM_WORKERS``: ``-1`` means ``min(8, CPUs - 1)``; others as given."""
+def default_num_workers(value: int, augment: bool = False) -> int:
+    """``DATA.NUM_WORKERS``: ``-1`` means ``min(8, CPUs - 1)``, or ``0`` with
+    ``augment`` (workers draw other augmentations than the main process, so the
+    numbers would depend on the machine's CPU count); others as given."""
     if value >= 0:
         return value
+    if augment:
+        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(8, (cpus or 1) - 1))
 

@@ -225,7 +225,7 @@ class _ProtocolRun:
             self.frozen = FrozenOutputs(
                 linearized,
                 self.cfg.TRAIN.CACHE_BATCH_SIZE,
-                default_num_workers(self.cfg.DATA.NUM_WORKERS),
+                default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT),
                 device,
                 progress=self.progress,
                 policy=self.policy,
@@ -255,7 +255,7 @@ class _ProtocolRun:
             return cached_loader(
                 dataset, batch_size, shuffle, pin_memory=device.type == "cuda"
             )
-        workers = default_num_workers(self.cfg.DATA.NUM_WORKERS)
+        workers = default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT)
         # Workers would draw the order before the epoch is seeded (under DDP
         # Lightning shards a plain shuffled loader with its own sampler).
         sampler = None

@@ -141,6 +141,8 @@ def test_num_workers_minus_one_follows_the_cpus(monkeypatch):
     assert default_num_workers(0) == 0 and default_num_workers(3) == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
     assert default_num_workers(-1) == 8
+    assert default_num_workers(-1, augment=True) == 0
+    assert default_num_workers(2, augment=True) == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert default_num_workers(-1) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})

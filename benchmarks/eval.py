@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradfeat_plugin.cli import ArgumentParser, main_guard
+from gradfeat_plugin.cli import ArgumentParser, main_guard, show_info_lines
 from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.evaluate import evaluate
 from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.config or dataset_config(args.dataset or get_cfg().DATA.DATASET)
     cfg = load_config(config_file, args.opts, overrides)
     results_path = cfg.RESULTS.PATH or default_results_path()
+    show_info_lines(not args.no_progress)
     run = evaluate(cfg, args.protocol, results_path, progress=not args.no_progress)
     if run.run_id is None:
         return 0

@@ -17,6 +17,29 @@ class ArgumentParser(argparse.ArgumentParser):
         raise GradfeatError(f"{message}; see --help")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def show_info_lines(show: bool = True) -> None:
+    """Print the package's own info lines (where θ1's outputs are kept) on stderr,
+    or only its warnings; command lines show them with their progress bars."""
+    log = logging.getLogger("gradfeat_plugin")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if show else logging.WARNING)
+
+
 def main_guard(main: Callable[[], int]) -> int:
     """Run a script's ``main``; a :class:`GradfeatError` (or a :class:`ProtocolFailed`
     that reaches it) prints ``error: ...`` and gives 2.

@@ -39,7 +39,23 @@ _C.DATA.LABEL_FRACTION = 1.0
 # Augmentation is off for the linear-model protocols, as in the paper, so that
 # frozen θ1 outputs can be cached.
 _C.DATA.AUGMENT = False
-_C.DATA.NUM_WORKERS = 0
+# DataLoader workers reading images; -1 means min(8, CPUs - 1), but none with
+# augmentation and for the zoo's pretraining: workers draw other augmentations than
+# the main process, so numbers would depend on the CPU count. Stored θ1 outputs are
+# read in the main process, one gather per batch.
+_C.DATA.NUM_WORKERS = -1
+# Where θ1's outputs are stored (without augmentation): auto, memory, disk or off.
+# auto estimates their size from the first image and the dataset lengths and keeps
+# them in memory (on the GPU when the run is on one and they fit) when they take at
+# most half of the available RAM, else in a memory-mapped file written during the
+# θ1 pass, else off: θ1 runs every step. The run logs which, and how many GB.
+_C.DATA.CACHE = "auto"
+# Parent folder of the memory-mapped files (a fresh subfolder, removed at the end
+# of the run); empty means the system's temporary folder.
+_C.DATA.CACHE_DIR = ""
+# dtype θ1's outputs are stored in: float32, float16 or bfloat16 (half the bytes;
+# read back as float32).
+_C.DATA.CACHE_DTYPE = "float32"
 
 _C.TRAIN = CfgNode()
 _C.TRAIN.EPOCHS = 10
@@ -58,7 +74,8 @@ _C.TRAIN.LR_DECAY_EVERY = 0.25
 # exactly as expressive and conditions Adam when features share a large offset.
 # Fine-tuning moves the features, so its head reads them as they are.
 _C.TRAIN.STANDARDIZE_FEATURES = True
-# Reuse θ1's outputs across epochs (only without augmentation).
+# Reuse θ1's outputs across epochs (only without augmentation); False is the older
+# spelling of DATA.CACHE off.
 _C.TRAIN.CACHE_FEATURES = True
 # Batch size of the one pass that computes and stores θ1's outputs.
 _C.TRAIN.CACHE_BATCH_SIZE = 256

@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode
 
 from ..errors import GradfeatError
 from ..linearize._engines import ENGINES
+from ..protocols._cache import CACHE_DTYPES, CACHE_POLICIES
 
 OPTIMIZERS = ("adam", "sgd")
 ABLATION_CHOICES = ("pretrained", "random")
@@ -151,7 +152,11 @@ def validate_config(cfg: CfgNode) -> None:
     _text("DATA.DATASET", d.DATASET)
     _number("DATA.LABEL_FRACTION", d.LABEL_FRACTION, 0.0, 1.0, low_open=True)
     _flag("DATA.AUGMENT", d.AUGMENT)
-    _integer("DATA.NUM_WORKERS", d.NUM_WORKERS, 0, 256)
+    _integer("DATA.NUM_WORKERS", d.NUM_WORKERS, -1, 256)
+    _choice("DATA.CACHE", d.CACHE, CACHE_POLICIES)
+    if not isinstance(d.CACHE_DIR, str) or "\x00" in d.CACHE_DIR:
+        raise _fail("DATA.CACHE_DIR", d.CACHE_DIR, "a folder path")
+    _choice("DATA.CACHE_DTYPE", d.CACHE_DTYPE, tuple(CACHE_DTYPES))
 
     _positive_int("TRAIN.EPOCHS", t.EPOCHS)
     _positive_int("TRAIN.BATCH_SIZE", t.BATCH_SIZE)

@@ -20,6 +20,11 @@ TASKS = ("multiclass", "multilabel")
 Inputs = Union[Tensor, Sequence[Tensor]]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of training epoch ``epoch`` of a run seeded ``seed``."""
+    return seed * 100_003 + epoch
+
+
 def check_task(task: str) -> None:
     """Raise a :class:`GradfeatError` for an unknown task name."""
     if task not in TASKS:
@@ -191,7 +196,7 @@ class ProtocolClassifier(BaseClassifier):
         draws a random number), so ``run_protocols`` and a user's own Trainer see
         the same batches.
         """
-        torch.manual_seed(int(self.cfg.TRAIN.SEED) * 100_003 + self.current_epoch)
+        torch.manual_seed(epoch_seed(int(self.cfg.TRAIN.SEED), self.current_epoch))
 
     def training_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,12 +22,11 @@ import torch
 from fvcore.common.config import CfgNode
 from pytorch_lightning import Trainer, seed_everything
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from ..config import get_cfg
 from ..linearize import FeatureStandardization, default_split, resolve_split
 from ..linearize._ntk import effective_parameters
-from ._cache import FrozenOutputs
+from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
 from .finetune import FinetuneProtocol
 from .gradfeat import GradFeatProtocol
 from .gradient import GradProtocol
@@ -173,7 +173,7 @@ class _Prepared:
         frozen = FrozenOutputs(
             self.model, self.cfg.TRAIN.CACHE_BATCH_SIZE, 0, device
         )
-        features = frozen.features(dataset)
+        features = frozen.features(dataset, direct=True)
         mean, std = FeatureStandardization.statistics(features.inputs)
         if self.cfg.TRAIN.STANDARDIZE_FEATURES:
             self.set_standardization(mean, std)  # type: ignore[attr-defined]
@@ -224,10 +224,11 @@ class _Prepared:
                 batch_size_per_device=self.batch_size_per_device,  # type: ignore[attr-defined]
             )
             probe.set_standardization(mean, std)
-            trainer.fit(
-                probe,
-                DataLoader(features, batch_size=loader.batch_size, shuffle=True),
-            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=ITERABLE_LEN_WARNING)
+                trainer.fit(
+                    probe, cached_loader(features, loader.batch_size, shuffle=True)
+                )
         finally:
             logging.getLogger("pytorch_lightning").setLevel(level)
             _set_rng_state(state)

@@ -15,12 +15,20 @@ from fvcore.common.config import CfgNode
 from lightly.utils.benchmarking import KNNClassifier
 from pytorch_lightning import LightningModule, Trainer, seed_everything
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import GradfeatError, ProtocolFailed
 from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
-from ._cache import FrozenOutputs
+from ._cache import (
+    ITERABLE_LEN_WARNING,
+    CachedInputs,
+    CachePolicy,
+    EpochShuffle,
+    FrozenOutputs,
+    cached_loader,
+    default_num_workers,
+)
 from ._registry import get_protocol_class
 from .gradfeat import GradFeatProtocol
 from .joint import JointLinearModels
@@ -120,6 +128,7 @@ def _quiet(progress: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=PossibleUserWarning)
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=ITERABLE_LEN_WARNING)
         if not progress:
             lightning_log.setLevel(logging.WARNING)
         try:
@@ -151,8 +160,13 @@ class _ProtocolRun:
             raise GradfeatError(
                 f"bad θ2 split: {exc}; pick module names of the model"
             ) from exc
-        self.use_cache = bool(cfg.TRAIN.CACHE_FEATURES) and not cfg.DATA.AUGMENT
+        self.policy = CachePolicy.from_cfg(cfg)
+        self.use_cache = self.policy.mode != "off" and not cfg.DATA.AUGMENT
         self.frozen: FrozenOutputs | None = None
+        self.cached: dict[str, bool] = {}
+        # Under DDP each process stores θ1's outputs of its own shard only.
+        self.rank, self.world_size = 0, 1
+        self._shards: dict[int, Dataset] = {}
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self.probe_failure: ProtocolResult | None = None
         self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -161,13 +175,50 @@ class _ProtocolRun:
         self.planned: list[str] = []
         self.joint_results: dict[str, ProtocolResult] = {}
 
+    def _shard_index(self, size: int) -> torch.Tensor:
+        """This process's items, as ``DistributedSampler(shuffle=False)`` picks them:
+        ``rank::world_size`` of the items, the first ones repeated to even shards."""
+        total = -(-size // self.world_size) * self.world_size
+        padded = torch.arange(total) % max(1, size)
+        return padded[self.rank :: self.world_size]
+
+    def _shard(self, dataset: Dataset) -> Dataset:
+        """``dataset``, or under DDP this process's shard of it (the same object
+        every time, so that its stored outputs are found again)."""
+        if self.world_size == 1:
+            return dataset
+        if id(dataset) not in self._shards:
+            index = self._shard_index(len(dataset))  # type: ignore[arg-type]
+            self._shards[id(dataset)] = Subset(dataset, index.tolist())
+        return self._shards[id(dataset)]
+
+    def _stored(self, kind: str, dataset: Dataset, device: torch.device) -> CachedInputs:
+        frozen = self._frozen_outputs(device)
+        if kind == "boundary" or self.world_size == 1:
+            return frozen.get(kind, self._shard(dataset))
+        # Pooled features are small: computed for all items (the statistics need
+        # them all), then sliced to the shard.
+        features = frozen.features(dataset, direct=True)
+        return features.subset(self._shard_index(len(features)))
+
     def _datasets(
         self, cls: type, cached: bool, device: torch.device
     ) -> tuple[Dataset, Dataset]:
         if not cached:
             return self.data.train, self.data.test
-        frozen = self._frozen_outputs(device)
-        return frozen.get(cls.cache, self.data.train), frozen.get(cls.cache, self.data.test)
+        return (
+            self._stored(cls.cache, self.data.train, device),
+            self._stored(cls.cache, self.data.test, device),
+        )
+
+    def _caches(self, cls: type, device: torch.device) -> bool:
+        """Whether ``cls`` reads stored inputs: pooled features whenever caching is
+        on; θ1's outputs unless the policy chose ``off``."""
+        if not (self.use_cache and cls.can_cache(self.cfg)):
+            return False
+        datasets = [self._shard(self.data.train), self._shard(self.data.test)]
+        mode = self._frozen_outputs(device).plan(datasets)
+        return cls.cache == "features" or mode != "off"
 
     def _frozen_outputs(self, device: torch.device) -> FrozenOutputs:
         """The run's store of θ1 outputs and pooled features (built on first use)."""
@@ -183,27 +234,50 @@ class _ProtocolRun:
             self.frozen = FrozenOutputs(
                 linearized,
                 self.cfg.TRAIN.CACHE_BATCH_SIZE,
-                self.cfg.DATA.NUM_WORKERS,
+                default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT),
                 device,
                 progress=self.progress,
+                policy=self.policy,
             )
         return self.frozen
+
+    def close(self) -> None:
+        """Drop the stored outputs and remove any memory-mapped files."""
+        if self.frozen is not None:
+            self.frozen.close()
 
     def feature_statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the pooled features over the training set (computed once)."""
         if self.statistics is None:
-            features = self._frozen_outputs(device).features(self.data.train).inputs
+            direct = not self.use_cache or self.world_size > 1
+            frozen = self._frozen_outputs(device)
+            features = frozen.features(self.data.train, direct=direct).inputs
             self.statistics = FeatureStandardization.statistics(features)
         return self.statistics
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool, cached: bool
+        self, dataset: Dataset, batch_size: int, shuffle: bool, cached: bool,
+        device: torch.device,
     ) -> DataLoader:
+        if cached:
+            assert isinstance(dataset, CachedInputs)
+            return cached_loader(
+                dataset, batch_size, shuffle, pin_memory=device.type == "cuda"
+            )
+        workers = default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT)
+        # Workers would draw the order before the epoch is seeded (under DDP
+        # Lightning shards a plain shuffled loader with its own sampler).
+        sampler = None
+        if shuffle and workers > 0 and self.world_size == 1:
+            sampler = EpochShuffle(len(dataset), int(self.cfg.TRAIN.SEED))  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=0 if cached else self.cfg.DATA.NUM_WORKERS,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
         )
 
     def _module(
@@ -240,8 +314,8 @@ class _ProtocolRun:
         trainer = build_trainer(cfg, self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
+        self.rank, self.world_size = trainer.global_rank, trainer.world_size
         batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
-        cached = self.use_cache and cls.can_cache(cfg)
         device = trainer.strategy.root_device
         standardize = cfg.TRAIN.STANDARDIZE_FEATURES and getattr(
             cls, "standardizes_features", False
@@ -250,17 +324,18 @@ class _ProtocolRun:
         # random numbers (the linearisation checks itself), which must not shift
         # the seeded stream, so that the lightly-shaped classifiers, fitted by a
         # user's Trainer, draw the same numbers as this run.
+        cached = self.cached.setdefault(name, self._caches(cls, device))
         statistics = self.feature_statistics(device) if standardize else None
         train, test = self._datasets(cls, cached, device)
         module = self._module(cls, optimizer, cached, batch_size, statistics)
-        eval_loader = self._loader(test, batch_size, False, cached)
+        eval_loader = self._loader(test, batch_size, False, cached, device)
         if isinstance(module, KNNClassifier):
-            bank_loader = self._loader(train, batch_size, False, cached)
+            bank_loader = self._loader(train, batch_size, False, cached, device)
             trainer.validate(
                 module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
             )
         else:
-            train_loader = self._loader(train, batch_size, True, cached)
+            train_loader = self._loader(train, batch_size, True, cached, device)
             trainer.fit(module, train_loader, eval_loader)
         metrics = {
             key.split("/dataloader_idx_")[0]: float(value)
@@ -286,6 +361,9 @@ class _ProtocolRun:
             return ()
         if len(classes[0].optimizer_names(self.cfg)) != 1:
             return ()
+        # Clipping the norm of the summed gradient would couple the two models.
+        if float(self.cfg.TRAIN.get("CLIP_GRAD_NORM", 0.0)) > 0:
+            return ()
         return JOINT_PROTOCOLS
 
     def _fit_joint(
@@ -301,6 +379,9 @@ class _ProtocolRun:
         batch_size = max(1, cfg.TRAIN.BATCH_SIZE)
         classes = [get_protocol_class(n) for n in names]
         standardize = cfg.TRAIN.STANDARDIZE_FEATURES
+        cached = [self.cached.setdefault(n, self._caches(c, device)) for n, c in zip(names, classes)]
+        if not all(cached):
+            return None  # the cache policy chose to recompute θ1
         statistics = self.feature_statistics(device) if standardize else None
         train, test = self._datasets(classes[0], True, device)
         members = {
@@ -311,8 +392,8 @@ class _ProtocolRun:
             joint = JointLinearModels(members)
         except ValueError:
             return None
-        train_loader = self._loader(train, batch_size, True, True)
-        eval_loader = self._loader(test, batch_size, False, True)
+        train_loader = self._loader(train, batch_size, True, True, device)
+        eval_loader = self._loader(test, batch_size, False, True, device)
         try:
             trainer.fit(joint, train_loader, eval_loader)
         except ProtocolFailed:
@@ -450,7 +531,7 @@ class _ProtocolRun:
         if name == PROBE_PROTOCOL:
             self.probe = module.probe()
         extra.update({k: v for k, v in metrics.items() if k.startswith("val_")})
-        extra["cached"] = self.use_cache and cls.can_cache(self.cfg)
+        extra["cached"] = self.cached.get(name, False)
         if best:
             extra.update(optimizer=best, values_by_optimizer=values)
         return ProtocolResult(
@@ -507,10 +588,13 @@ def iter_protocols(
     """
     run = _ProtocolRun(backbone, data, cfg, progress)
     run.planned = expand_protocols(names)
-    for name in run.planned:
-        result = run.run(name)
-        if run.is_global_zero:
-            yield result
+    try:
+        for name in run.planned:
+            result = run.run(name)
+            if run.is_global_zero:
+                yield result
+    finally:
+        run.close()
 
 
 def run_protocols(

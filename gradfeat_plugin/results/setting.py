@@ -18,6 +18,8 @@ NON_SETTING_KEYS = frozenset({
     "RESULTS.PATH",
     "DATA.DATA_DIR",
     "DATA.NUM_WORKERS",
+    "DATA.CACHE",
+    "DATA.CACHE_DIR",
     "TRAINER.ACCELERATOR",
     "TRAINER.DEVICES",
     "TRAINER.NUM_NODES",
@@ -26,6 +28,9 @@ NON_SETTING_KEYS = frozenset({
     "TRAIN.VAL_EVERY_N_EPOCHS",
     "MODEL.ALLOW_PARTIAL_WEIGHTS",
 })
+#: Keys added after results were stored, with the value those results had: a
+#: config that has this value is in the same setting as one without the key.
+IMPLIED_VALUES = {"DATA.CACHE_DTYPE": "float32"}
 #: Keys a leaderboard label already shows through the model, weights, split and
 #: dataset columns.
 LABELLED_KEYS = frozenset({
@@ -68,7 +73,8 @@ def setting_of_config(config: str | None) -> Setting:
     flat = _flatten(data)
     return tuple(sorted(
         (key, json.dumps(value, sort_keys=True, default=str))
-        for key, value in flat.items() if key not in NON_SETTING_KEYS
+        for key, value in flat.items()
+        if key not in NON_SETTING_KEYS and IMPLIED_VALUES.get(key, ...) != value
     ))
 
 

@@ -134,7 +134,9 @@ def pretrain(
         batch_size=cfg.PRETRAIN.BATCH_SIZE,
         shuffle=True,
         drop_last=len(train) >= cfg.PRETRAIN.BATCH_SIZE,
-        num_workers=cfg.DATA.NUM_WORKERS,
+        # -1 (the CPU-count default of evaluation) reads in the main process here:
+        # workers draw other augmentations, and the zoo's weights must not change.
+        num_workers=max(0, cfg.DATA.NUM_WORKERS),
         generator=torch.Generator().manual_seed(seed),
     )
     start = time.perf_counter()

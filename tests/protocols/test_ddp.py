@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from . import ddp_script
+from .conftest import NUM_TRAIN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,8 +45,8 @@ def test_two_processes_match_one(tmp_path, backbone):
     single = _run(tmp_path, weights, 1, "auto")
     double = _run(tmp_path, weights, 2, "ddp")
 
-    assert sorted(p.name for p in single.iterdir()) == ["rank0.json"]
-    assert sorted(p.name for p in double.iterdir()) == ["rank0.json", "rank1.json"]
+    assert sorted(p.name for p in single.glob("rank*")) == ["rank0.json"]
+    assert sorted(p.name for p in double.glob("rank*")) == ["rank0.json", "rank1.json"]
     assert json.loads((double / "rank1.json").read_text()) == []
     one = _values(single / "rank0.json")
     two = _values(double / "rank0.json")
@@ -53,3 +54,14 @@ def test_two_processes_match_one(tmp_path, backbone):
     for protocol in one:
         assert one[protocol] > 0.6
         assert two[protocol] == pytest.approx(one[protocol], abs=0.03), protocol
+
+    # Each process stores θ1's outputs of its own half of the train and test sets
+    # (DistributedSampler's shards: the first items repeated to even them out);
+    # pooled features, small, are kept whole for the statistics.
+    train, test = NUM_TRAIN, 1797 - NUM_TRAIN
+    alone = json.loads((single / "stored0.json").read_text())
+    assert alone == {"boundary": [train, test], "features": [train, test]}
+    for rank in (0, 1):
+        stored = json.loads((double / f"stored{rank}.json").read_text())
+        assert stored["boundary"] == [train // 2, -(-test // 2)], rank
+        assert stored["features"] == [train, test], rank

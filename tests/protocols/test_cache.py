@@ -1,0 +1,176 @@
+"""Where θ1's outputs are stored (DATA.CACHE) changes no number; batches are
+gathered in the order a shuffled DataLoader gives."""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from gradfeat_plugin.linearize import linearize
+from gradfeat_plugin.protocols import _cache, run_protocols
+from gradfeat_plugin.protocols._base import epoch_seed
+from gradfeat_plugin.protocols._cache import (
+    CachedInputs,
+    CachePolicy,
+    EpochShuffle,
+    FrozenOutputs,
+    cached_loader,
+    default_num_workers,
+)
+
+from .conftest import make_cfg
+
+
+def _run(backbone, digits, mode: str, dtype: str = "float32", directory: str = ""):
+    cfg = make_cfg(epochs=1)
+    cfg.DATA.CACHE, cfg.DATA.CACHE_DTYPE, cfg.DATA.CACHE_DIR = mode, dtype, directory
+    results = run_protocols(["linear", "gradfeat"], backbone, digits, cfg, progress=False)
+    return {r.protocol: r for r in results}
+
+
+def _scores(results) -> dict[str, float]:
+    return {
+        f"{name}/{key}": value
+        for name, r in results.items()
+        for key, value in r.extra.items()
+        if key in ("val_top1", "val_loss")
+    }
+
+
+def test_memory_disk_and_off_give_the_same_numbers(backbone, digits, tmp_path):
+    memory = _run(backbone, digits, "memory")
+    disk = _run(backbone, digits, "disk", directory=str(tmp_path))
+    off = _run(backbone, digits, "off")
+    assert memory["gradfeat"].extra["cached"] and disk["gradfeat"].extra["cached"]
+    assert not off["gradfeat"].extra["cached"]
+    reference = _scores(memory)
+    assert set(reference) == {f"{p}/{k}" for p in memory for k in ("val_top1", "val_loss")}
+    assert memory["gradfeat"].value > 0.6
+    for other in (disk, off):
+        for key, value in _scores(other).items():
+            assert value == pytest.approx(reference[key], abs=1e-6, rel=1e-6), key
+    # The mapped files live in a subfolder of CACHE_DIR that the run removes.
+    assert os.listdir(tmp_path) == []
+
+
+def test_half_precision_storage_is_close(backbone, digits):
+    full = _scores(_run(backbone, digits, "memory"))
+    for dtype in ("float16", "bfloat16"):
+        half = _scores(_run(backbone, digits, "memory", dtype))
+        for key, value in half.items():
+            tolerance = 0.02 if key.endswith("top1") else 0.05
+            assert value == pytest.approx(full[key], abs=tolerance), (dtype, key)
+
+
+def _frozen(backbone, policy: CachePolicy) -> FrozenOutputs:
+    linearized = linearize(backbone.model, backbone.split)
+    return FrozenOutputs(linearized, 100, policy=policy)
+
+
+def test_disk_stores_a_mapped_file_read_back_as_float32(backbone, digits, tmp_path):
+    memory = _frozen(backbone, CachePolicy("memory")).boundary(digits.test)
+    frozen = _frozen(backbone, CachePolicy("disk", str(tmp_path), "bfloat16"))
+    stored = frozen.boundary(digits.test)
+    (folder,) = os.listdir(tmp_path)
+    files = os.listdir(tmp_path / folder)
+    per_item = sum(t[0].numel() for t in memory.inputs) * 2
+    assert frozen.stored_bytes == per_item * len(digits.test)
+    assert sum(os.path.getsize(tmp_path / folder / f) for f in files) == frozen.stored_bytes
+    assert stored.inputs[0].dtype == torch.bfloat16 and stored.mapped
+    index = torch.tensor([5, 2, 7, 2, 0])
+    inputs, targets = stored.batch(index)
+    expected, expected_targets = memory.batch(index)
+    assert inputs[0].dtype == torch.float32
+    assert torch.equal(targets, expected_targets)
+    torch.testing.assert_close(inputs[0], expected[0], atol=0.05, rtol=0.02)
+    item, _ = stored[2]
+    assert torch.equal(item[0], inputs[0][1])
+    frozen.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_auto_picks_memory_then_disk_then_off(backbone, digits, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger=_cache.__name__)
+    assert _frozen(backbone, CachePolicy("auto")).plan([digits.train, digits.test]) == "memory"
+    assert "θ1 cache: memory (DATA.CACHE auto), in cpu memory" in caplog.text
+    monkeypatch.setattr(_cache, "available_ram", lambda: 1000)
+    assert _frozen(backbone, CachePolicy("auto")).plan([digits.train]) == "disk"
+    monkeypatch.setattr(_cache.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    assert _frozen(backbone, CachePolicy("auto")).plan([digits.train]) == "off"
+    assert "θ1 cache: off (DATA.CACHE auto), not stored" in caplog.text
+
+
+def test_cache_features_false_is_off():
+    cfg = make_cfg()
+    cfg.TRAIN.CACHE_FEATURES = False
+    cfg.DATA.CACHE = "disk"
+    assert CachePolicy.from_cfg(cfg).mode == "off"
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_batches_come_in_the_order_of_a_shuffled_dataloader(mapped):
+    inputs = torch.arange(103 * 3, dtype=torch.float32).view(103, 3)
+    stored = CachedInputs((inputs, -inputs), torch.arange(103), mapped=mapped)
+    torch.manual_seed(7)
+    expected = list(DataLoader(stored, batch_size=10, shuffle=True))
+    torch.manual_seed(7)
+    batches = list(cached_loader(stored, 10, shuffle=True))
+    assert len(batches) == len(expected) == 11
+    for (got, got_targets), (want, want_targets) in zip(batches, expected):
+        assert torch.equal(got_targets, want_targets)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert list(cached_loader(CachedInputs(inputs[:0], torch.arange(0)), 10, True)) == []
+    plain = list(cached_loader(stored, 50, shuffle=False))
+    assert [len(t) for _, t in plain] == [50, 50, 3]
+    assert torch.equal(torch.cat([t for _, t in plain]), torch.arange(103))
+
+
+def test_subset_of_single_tensor_inputs():
+    stored = CachedInputs(torch.randn(10, 4), torch.arange(10))
+    part = stored.subset(torch.tensor([9, 1]))
+    assert torch.equal(part.targets, torch.tensor([9, 1]))
+    assert torch.equal(part.inputs, stored.inputs[[9, 1]])
+
+
+def test_num_workers_minus_one_follows_the_cpus(monkeypatch):
+    assert default_num_workers(0) == 0 and default_num_workers(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert default_num_workers(-1) == 8
+    assert default_num_workers(-1, augment=True) == 0
+    assert default_num_workers(2, augment=True) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_num_workers(-1) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert default_num_workers(-1) == 0
+
+
+def test_epoch_shuffle_is_the_order_of_a_seeded_epoch():
+    dataset = TensorDataset(torch.arange(57))
+    sampler = EpochShuffle(57, seed=5)
+    orders = []
+    for epoch in (0, 3):
+        torch.manual_seed(epoch_seed(5, epoch))
+        if epoch:  # Lightning makes a later epoch's iterator after seeding it
+            torch.empty((), dtype=torch.int64).random_()
+        expected = list(torch.utils.data.RandomSampler(dataset))
+        sampler.set_epoch(epoch)
+        torch.manual_seed(123)  # the global generator plays no part
+        orders.append(list(sampler))
+        assert orders[-1] == expected
+    assert orders[0] != orders[1] and sorted(orders[1]) == list(range(57))
+
+
+def test_image_loader_workers_change_no_number(backbone, digits):
+    """Two epochs on images (θ1 every step): one worker gives the numbers of none."""
+    values = []
+    for workers in (0, 1):
+        cfg = make_cfg(epochs=2)
+        cfg.DATA.CACHE, cfg.DATA.NUM_WORKERS = "off", workers
+        (result,) = run_protocols(["gradfeat"], backbone, digits, cfg, progress=False)
+        values.append((result.extra["val_top1"], result.extra["val_loss"]))
+    assert values[1] == values[0]

@@ -9,6 +9,11 @@ conventional way of fine-tuning the top block. With ``--baseline`` a fourth time
 the other with the ``func`` JVP engine.
 
     python benchmarks/protocol_cost.py --width 32 --epochs 5 --repeats 3
+    python benchmarks/protocol_cost.py --default-job --repeats 2
+
+``--default-job`` times the README's default job instead: ``benchmarks/eval.py``'s
+defaults (``zoo:rotation_mnist5k`` on ``mnist5k`` with its dataset config, 30 epochs),
+built the way ``eval.py`` builds it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import torch
 from fvcore.common.config import CfgNode
 
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
-from gradfeat_plugin.config import get_cfg
+from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.data import DatasetSplits, get_dataset
+from gradfeat_plugin.evaluate import load_inputs
 from gradfeat_plugin.protocols import run as protocol_run
 from gradfeat_plugin.protocols import run_protocols
 
@@ -66,15 +72,24 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or the process's CPU time (steadier on a shared "
                         "CPU; use it with one thread)")
+    parser.add_argument("--default-job", action="store_true",
+                        help="time eval.py's default job (ignores --width, --dataset, "
+                        "--epochs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
 
     torch.manual_seed(0)
-    backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
-    data = get_dataset(args.dataset, input_size=(3, 32, 32))
-    cfg = get_cfg()
-    cfg.TRAIN.EPOCHS = args.epochs
+    if args.default_job:
+        cfg = load_config(dataset_config(get_cfg().DATA.DATASET)).clone()
+        cfg.defrost()
+        backbone, data = load_inputs(cfg)
+        args.dataset, args.width, args.epochs = cfg.DATA.DATASET, None, cfg.TRAIN.EPOCHS
+    else:
+        backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
+        data = get_dataset(args.dataset, input_size=(3, 32, 32))
+        cfg = get_cfg()
+        cfg.TRAIN.EPOCHS = args.epochs
     cfg.TRAINER.ACCELERATOR = args.accelerator
     cfg.FINETUNE.OPTIMIZERS = args.finetune_optimizers
     uncached = cfg.clone()
@@ -103,6 +118,7 @@ def main() -> None:
             times.setdefault("all_before", []).append(t_before)
             ratios_before.append(t_before / t_ft)
     report = {
+        "model": cfg.MODEL.SPEC if args.default_job else f"bigan_encoder width {args.width}",
         "dataset": args.dataset,
         "width": args.width,
         "epochs": args.epochs,

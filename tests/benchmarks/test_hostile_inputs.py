@@ -127,7 +127,7 @@ def run_eval(argv: list[str]) -> int:
         (["KNN.TEMPERATURE", "0.0"], "KNN.TEMPERATURE must be"),
         (["ADAM.BETAS", "(1.5, 0.999)"], "ADAM.BETAS[0] must be"),
         (["ABLATION.THETA1", "half"], "ABLATION.THETA1 must be one of pretrained, random"),
-        (["MODEL.ENGINE", "magic"], "MODEL.ENGINE must be one of auto, func, forward_ad"),
+        (["MODEL.ENGINE", "magic"], "MODEL.ENGINE must be one of auto, dual, func, forward_ad"),
     ],
 )
 def test_bad_flags_and_values_stop_before_any_work(

@@ -137,8 +137,9 @@ class _BilinearJVP(TorchFunctionMode):
     first pass and reused by the next, so θ2's primal forward runs once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, record: bool = False) -> None:
         super().__init__()
+        self._record = record
         self._outputs: list[torch.Tensor] = []
         self._replay = False
         self._index = 0
@@ -149,11 +150,14 @@ class _BilinearJVP(TorchFunctionMode):
         return self
 
     def _primal(self, func: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
+        # The model may change an output in place (``x += shortcut``, an in-place
+        # ReLU), so the record is a copy, and each replay gets a fresh copy of it.
         if not self._replay:
             out = func(*args, **kwargs)
-            self._outputs.append(out)
+            if self._record:
+                self._outputs.append(out.clone())
             return out
-        out = self._outputs[self._index]
+        out = self._outputs[self._index].clone()
         self._index += 1
         return out
 
@@ -194,7 +198,7 @@ def dual_engine_sets(
     sets, θ2's convolutions and linear layers running their primal once."""
     import torch.autograd.forward_ad as fwAD
 
-    bilinear = _BilinearJVP()
+    bilinear = _BilinearJVP(record=len(tangent_sets) > 1)
     primal, jvps = None, []
     for index, tangents in enumerate(tangent_sets):
         mode = bilinear if index == 0 else bilinear.replaying()

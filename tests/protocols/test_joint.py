@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.linearize.backbone import joint_features_from_prefix
+from gradfeat_plugin.zoo.archs import SmallResNet
 from gradfeat_plugin.protocols import GradProtocol, run_protocols
 
 from .conftest import Splits, make_cfg, make_splits
@@ -42,9 +43,14 @@ def test_joint_pass_gives_the_numbers_of_separate_runs(joint_and_alone):
 
 
 @pytest.mark.parametrize("engine", ["dual", "func"])
-def test_shared_features_equal_each_backbones_own(backbone, engine):
+@pytest.mark.parametrize("residual", [False, True], ids=["conv", "residual"])
+def test_shared_features_equal_each_backbones_own(backbone, engine, residual):
+    """Also on timm residual blocks, which add the shortcut and apply the ReLU in
+    place to the outputs the shared pass reuses."""
     torch.manual_seed(0)
-    lins = [linearize(backbone.model, ["conv4"], engine=engine, num_classes=10) for _ in range(2)]
+    model, split = (SmallResNet(depths=(1, 1, 2)).eval(), ["layer3"]) if residual else (
+        backbone.model, ["conv4"])
+    lins = [linearize(model, split, engine=engine, num_classes=10) for _ in range(2)]
     for lin, scale in zip(lins, (1.0, -3.0)):
         for t in lin.tangents:
             t.data = scale * torch.randn_like(t)

@@ -205,8 +205,9 @@ def test_default_path_and_run_ids(monkeypatch, tmp_path):
 
 def test_schema_1_stores_are_read_as_they_are_and_upgraded_when_written(tmp_path):
     path = tmp_path / "old.db"
-    path.write_bytes(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
-                                       "results.db"), "rb").read())
+    # A store written by the first release (schema 1): the old docs/results.db.
+    path.write_bytes(open(os.path.join(os.path.dirname(__file__), "data",
+                                       "schema1_results.db"), "rb").read())
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     old = ResultsStore(path, create=False).records()

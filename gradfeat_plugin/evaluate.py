@@ -78,8 +78,13 @@ def _check_dataset_name(name: str) -> None:
 
 
 def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
-    """The backbone (with the configured θ2) and the dataset a config names."""
+    """The backbone (with the configured θ2) and the dataset a config names.
+
+    The backbone is built after seeding with ``TRAIN.SEED``, so that random
+    weights (``--weights random``) are the same network for the same seed.
+    """
     _check_dataset_name(cfg.DATA.DATASET)
+    pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
     backbone = create_backbone(
         cfg.MODEL.SPEC,
         weights=cfg.MODEL.WEIGHTS,

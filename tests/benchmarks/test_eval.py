@@ -160,3 +160,20 @@ def test_ablation_runs_get_their_own_row(tmp_path):
     with sqlite3.connect(db) as conn:
         weights = [w for (w,) in conn.execute("SELECT weights FROM results")]
     assert weights == ["random", "random; θ1=pretrained θ2=random ω=pretrained"]
+
+
+def test_random_weights_are_the_same_network_for_the_same_seed():
+    import torch
+
+    from gradfeat_plugin.config import load_config
+    from gradfeat_plugin.evaluate import load_inputs
+
+    def weights(seed: int) -> list:
+        cfg = load_config(opts=["MODEL.WEIGHTS", "random", "DATA.DATASET", "digits",
+                                "TRAIN.SEED", str(seed)])
+        return list(load_inputs(cfg)[0].model.state_dict().values())
+
+    torch.manual_seed(123)  # whatever the global state was
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))

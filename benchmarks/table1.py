@@ -12,15 +12,15 @@ dataset's full training set are used.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter, defaultdict
 from statistics import mean, stdev
 from typing import Any, Iterable
 
-import yaml
-
 from gradfeat_plugin.cli import ArgumentParser, main_guard
 from gradfeat_plugin.errors import GradfeatError
+from gradfeat_plugin.results.setting import setting_of_config
 from gradfeat_plugin.results.store import ResultsStore
 
 PARTS = ("THETA1", "THETA2", "PROBE")
@@ -33,14 +33,18 @@ SETTINGS = [
 ]
 
 
+def _config(record: dict[str, Any]) -> dict[str, Any]:
+    """The stored config's values, flat (``ABLATION.THETA1`` -> ``"random"``)."""
+    return {k: json.loads(v) for k, v in setting_of_config(record.get("config"))}
+
+
 def _setting(record: dict[str, Any]) -> tuple[str, str, str]:
-    ablation = (yaml.safe_load(record.get("config") or "") or {}).get("ABLATION", {})
-    return tuple(ablation.get(part, "pretrained") for part in PARTS)  # type: ignore[return-value]
+    config = _config(record)
+    return tuple(config.get(f"ABLATION.{part}", "pretrained") for part in PARTS)  # type: ignore[return-value]
 
 
 def _label_fraction(record: dict[str, Any]) -> float:
-    data = (yaml.safe_load(record.get("config") or "") or {}).get("DATA", {})
-    return float(data.get("LABEL_FRACTION", 1.0))
+    return float(_config(record).get("DATA.LABEL_FRACTION", 1.0))
 
 
 def _cell(values: list[float], seeds: int) -> str:

@@ -137,6 +137,15 @@ def _quiet(progress: bool) -> Iterator[None]:
             lightning_log.setLevel(level)
 
 
+def _scalar_metrics(trainer: Trainer) -> dict[str, float]:
+    """The trainer's scalar metrics, named without Lightning's dataloader suffix."""
+    return {
+        key.split("/dataloader_idx_")[0]: float(value)
+        for key, value in trainer.callback_metrics.items()
+        if value.numel() == 1
+    }
+
+
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -337,12 +346,7 @@ class _ProtocolRun:
         else:
             train_loader = self._loader(train, batch_size, True, cached, device)
             trainer.fit(module, train_loader, eval_loader)
-        metrics = {
-            key.split("/dataloader_idx_")[0]: float(value)
-            for key, value in trainer.callback_metrics.items()
-            if value.numel() == 1
-        }
-        return module, metrics
+        return module, _scalar_metrics(trainer)
 
     def _joint_names(self, name: str) -> tuple[str, ...]:
         """The protocols to train together with ``name`` (empty: train it alone).
@@ -398,12 +402,7 @@ class _ProtocolRun:
             trainer.fit(joint, train_loader, eval_loader)
         except ProtocolFailed:
             pass  # every member failed; joint.failures says how
-        metrics = {
-            key: float(value)
-            for key, value in trainer.callback_metrics.items()
-            if value.numel() == 1
-        }
-        return joint, metrics
+        return joint, _scalar_metrics(trainer)
 
     def _run_joint(self, names: Sequence[str]) -> dict[str, ProtocolResult] | None:
         """Results of ``names`` trained in one pass (see :class:`JointLinearModels`)."""

@@ -11,11 +11,12 @@ cost column is a gradfeat step over cached θ1 outputs divided by a fine-tuning
 step of θ2 (median of three interleaved pairs, CPU).
 
     python benchmarks/coverage.py                       # the list in coverage_models.txt
-    python benchmarks/coverage.py --only timm:levit_128s torchvision:vit_b_16 --out -
+    python benchmarks/coverage.py --only timm:levit_128s "timm:mixer_s16_224 img_size=64" --out -
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,11 +38,36 @@ DEFAULT_OUT = HERE.parent / "docs" / "COVERAGE.md"
 
 
 def read_specs(path: Path) -> list[str]:
-    """Model specs from a list file: one per line, ``#`` starts a comment."""
+    """Model entries from a list file: one per line, ``#`` starts a comment; an
+    entry is a spec, optionally followed by constructor arguments ``KEY=VALUE``."""
     if not path.is_file():
         raise GradfeatError(f"model list {path} does not exist")
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
+    return [" ".join(line.split()) for line in lines if line]
+
+
+def parse_entry(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"timm:mixer_s16_224 img_size=64"`` as ``("timm:mixer_s16_224", {"img_size": 64})``.
+
+    >>> parse_entry("timm:levit_128s img_size=64 in_chans=1")
+    ('timm:levit_128s', {'img_size': 64, 'in_chans': 1})
+    """
+    spec, *pairs = entry.split()
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise GradfeatError(f"{entry!r}: constructor arguments are KEY=VALUE, got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return spec, kwargs
+
+
+def label(row: CoverageRow) -> str:
+    """The architecture as the list names it, with its constructor arguments."""
+    return " ".join([row.spec, *(f"{k}={v}" for k, v in row.kwargs.items())])
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -59,9 +86,15 @@ def render(rows: list[CoverageRow], seconds: float) -> str:
         "(the self-check included, w2 trains in float32), its JVP is exact against",
         f"float64 finite differences of the original model (≤ {EXACT_TOLERANCE:g} relative;",
         "the best of steps 1e-6, 1e-7, 1e-5, 1e-9: a step across a ReLU kink is not a",
-        "derivative, and parts a model computes in float32 need the larger step),",
+        "derivative, and parts a model computes in float32 need the larger step), both",
+        "plain (`JVP`) and in the NTK parametrisation along each tangent times the scale",
+        "`ntk_scales()` documents for it (`NTK JVP`),",
         "f is unchanged, the θ1 cache gives the same numbers (float64), and the default θ2 is a",
         "real block (≥ 1 % of the parameters, holding a conv or linear weight).",
+        "`grad` is the self-check's largest difference of a w2 gradient from reverse-mode",
+        "autodiff of the original model at the documented scales (float64). `engine` is",
+        "the one `engine=\"auto\"` picked. Entries with constructor arguments",
+        "(`img_size=64`) are built, fed and checked at that size.",
         "`step` is a gradfeat step over cached θ1 outputs divided by a fine-tuning step",
         "of θ2 (median of three interleaved pairs, batch 2, "
         f"{torch.get_num_threads()} CPU thread(s), not a tuned benchmark).",
@@ -77,18 +110,24 @@ def render(rows: list[CoverageRow], seconds: float) -> str:
             why = r.error or (
                 "θ2 is not a real block" if not r.real_block else
                 "θ1 cache differs" if not r.cache_ok else
-                f"JVP error {_fmt(r.jvp_error, '.1e')}, f error {_fmt(r.feature_error, '.1e')}"
+                f"JVP error {_fmt(r.jvp_error, '.1e')}, NTK JVP error "
+                f"{_fmt(r.ntk_jvp_error, '.1e')}, f error {_fmt(r.feature_error, '.1e')}"
             )
-            lines.append(f"- `{r.spec}`: {why}")
+            lines.append(f"- `{label(r)}`: {why}")
         lines.append("")
     lines += [
-        "| architecture | default θ2 | share % | engine | JVP error | f error | cache | step | pass |",
-        "| :--- | :--- | ---: | :--- | ---: | ---: | :---: | ---: | :---: |",
+        "| architecture | input | default θ2 | share % | engine | JVP error | NTK JVP error "
+        "| grad | f error | cache | step | pass |",
+        "| :--- | :--- | :--- | ---: | :--- | ---: | ---: | ---: | ---: | :---: | ---: | :---: |",
     ]
     for r in rows:
+        size = "×".join(map(str, r.input_size)) or "–"
         lines.append(
-            f"| `{r.spec}` | `{','.join(r.split)}` | {_fmt(r.share and 100 * r.share, '.1f')} "
-            f"| {r.engine or '–'} | {_fmt(r.jvp_error, '.1e')} | {_fmt(r.feature_error, '.1e')} "
+            f"| `{label(r)}` | {size} | `{','.join(r.split)}` "
+            f"| {_fmt(r.share and 100 * r.share, '.1f')} "
+            f"| {r.engine or '–'} | {_fmt(r.jvp_error, '.1e')} "
+            f"| {_fmt(r.ntk_jvp_error, '.1e')} | {_fmt(r.gradient_error, '.1e')} "
+            f"| {_fmt(r.feature_error, '.1e')} "
             f"| {'ok' if r.cache_ok else '–'} | {_fmt(r.step_ratio, '.2f')} "
             f"| {'yes' if r.passed else '**no**'} |"
         )
@@ -118,11 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     done: dict[str, CoverageRow] = {}
     if args.resume and Path(args.json).is_file():
         saved = json.loads(Path(args.json).read_text())
-        done = {row["spec"]: CoverageRow(**row) for row in saved["rows"]}
+        done = {label(CoverageRow(**row)): CoverageRow(**row) for row in saved["rows"]}
     rows, start = [], time.perf_counter() - (saved["seconds"] if done else 0.0)
     for i, spec in enumerate(specs, 1):
         t0 = time.perf_counter()
-        row = done.get(spec) or check_architecture(spec, time_steps=not args.no_timing)
+        name, kwargs = parse_entry(spec)
+        row = done.get(spec) or check_architecture(
+            name, time_steps=not args.no_timing, **kwargs
+        )
         rows.append(row)
         if args.json:
             payload = {"seconds": time.perf_counter() - start, "rows": [asdict(r) for r in rows]}

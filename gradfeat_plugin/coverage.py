@@ -5,7 +5,9 @@ exercised) and its default θ2:
 
 - **runs**: :func:`linearize` builds, passes its self-check, and w2 trains in float32;
 - **exact**: the JVP with folding and NTK scaling off equals central finite
-  differences of the *original* model in float64 (relative error);
+  differences of the *original* model in float64 (relative error), and so does
+  the JVP with NTK scaling on, along each tangent times its documented scale
+  (:func:`~gradfeat_plugin.linearize.ntk_scales` of the original modules);
 - **f unchanged**: the linearised model's features equal the original's;
 - **cache**: θ1's outputs of a batch of 3, sliced to 2, give the same ``(f, J·w)`` (float64)
   as the images themselves;
@@ -29,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .linearize import linearize
+from .linearize import linearize, ntk_scales
 from .linearize._split import MIN_DEFAULT_SHARE, WEIGHTED_LAYERS, _num_params
 from .linearize._stateful import bypass_eval_caches
 
@@ -51,10 +53,14 @@ class CoverageRow:
     real_block: bool = False
     engine: str | None = None
     jvp_error: float | None = None
+    ntk_jvp_error: float | None = None
+    gradient_error: float | None = None
     feature_error: float | None = None
     cache_ok: bool = False
     step_ratio: float | None = None
     error: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: list[int] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -63,6 +69,8 @@ class CoverageRow:
             and self.real_block
             and self.jvp_error is not None
             and self.jvp_error <= EXACT_TOLERANCE
+            and self.ntk_jvp_error is not None
+            and self.ntk_jvp_error <= EXACT_TOLERANCE
             and self.feature_error is not None
             and self.feature_error <= FEATURE_TOLERANCE
             and self.cache_ok
@@ -138,19 +146,25 @@ def finite_difference_error(
     x: torch.Tensor,
     engine: str,
     steps: tuple[float, ...] = FD_STEPS,
+    ntk: bool = False,
 ) -> float:
     """Relative error of J·w against ``(f(θ2 + r·w) − f(θ2 − r·w)) / 2r``, float64.
 
     ``w`` is random, scaled per tensor by the parameter's RMS so that the step is
-    relative; folding and NTK scaling are off, so w lives in θ2's coordinates. The
-    smallest error over ``steps`` is returned.
+    relative; folding is off, so w lives in θ2's coordinates. With ``ntk`` the
+    linearisation uses the NTK parametrisation and its tangents are set to
+    ``w / c``, ``c`` the scale :func:`ntk_scales` documents for each parameter of
+    the original model, so that its JVP must again be ``J·w``. The smallest error
+    over ``steps`` is returned.
     """
     model64 = copy.deepcopy(model).double().eval()
     x64 = x.double()
     lin = linearize(
-        model64, split, fold_bn=False, ntk=False, engine=engine, verify=False,
+        model64, split, fold_bn=False, ntk=ntk, engine=engine, verify=False,
         input_size=tuple(x.shape[1:]),
     )
+    names = [name for name, _ in lin.named_tangents()]
+    documented = ntk_scales(model64, names) if ntk else {}
     generator = torch.Generator().manual_seed(5)
     directions = {}
     for name, tangent in lin.named_tangents():
@@ -158,7 +172,7 @@ def finite_difference_error(
         rms = float(param.pow(2).mean().sqrt()) or 1.0
         direction = torch.randn(tangent.shape, generator=generator, dtype=torch.float64)
         directions[name] = direction * max(rms, 1e-3)
-        tangent.copy_(directions[name])
+        tangent.copy_(directions[name] / documented.get(name, 1.0))
     errors = []
     with _Float64Throughout():
         _, jvp = lin.features(x64)
@@ -238,7 +252,7 @@ def step_ratio(
 
 
 def check_architecture(
-    spec: str, batch_size: int = 2, time_steps: bool = True
+    spec: str, batch_size: int = 2, time_steps: bool = True, **kwargs: Any
 ) -> CoverageRow:
     """Run every check on one architecture (random weights); errors are recorded.
 
@@ -246,13 +260,16 @@ def check_architecture(
         spec: ``timm:NAME``, ``torchvision:NAME`` or another model spec.
         batch_size: Images per check.
         time_steps: Also measure the step cost against fine-tuning θ2.
+        **kwargs: Passed to the model constructor (e.g. ``img_size=64``); the
+            checks run at the size the model is built for.
     """
     from .backbones import create_backbone
 
-    row = CoverageRow(spec)
+    row = CoverageRow(spec, kwargs=dict(kwargs))
     try:
         torch.manual_seed(0)
-        backbone = create_backbone(spec, weights="random")
+        backbone = create_backbone(spec, weights="random", **kwargs)
+        row.input_size = list(backbone.input_size)
         model = jitter_zero_parameters(randomize_batchnorm(backbone.model.float().eval()))
         row.split = list(backbone.split)
         theta2 = [model.get_submodule(n) for n in row.split]
@@ -267,8 +284,12 @@ def check_architecture(
             lin = linearize(model, row.split, input_size=backbone.input_size)
         row.engine = lin.engine
         row.feature_error = lin.check.feature_error
+        row.gradient_error = lin.check.gradient_error
         row.cache_ok = cache_error(model, row.split, x, lin.engine) <= CACHE_TOLERANCE
         row.jvp_error = finite_difference_error(model, row.split, x[:1], lin.engine)
+        row.ntk_jvp_error = finite_difference_error(
+            model, row.split, x[:1], lin.engine, ntk=True
+        )
         if time_steps:
             row.step_ratio = step_ratio(model, row.split, x, lin.engine)
     except Exception as exc:  # a failing architecture is a result, not a crash

@@ -72,6 +72,28 @@ def _build(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     return _call_plugin_factory(spec, get_factory(spec), pretrained, **kwargs)
 
 
+def _build_at_image_size(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """:func:`_build`; a family whose constructor takes no ``img_size`` (a fully
+    convolutional one, such as timm's TResNet) is built without it and only fed
+    at that size."""
+    try:
+        return _build(spec, pretrained, **kwargs)
+    except TypeError as e:
+        if "img_size" not in kwargs or "'img_size'" not in str(e):
+            raise
+        rest = {k: v for k, v in kwargs.items() if k != "img_size"}
+        return _build(spec, pretrained, **rest)
+
+
+def _image_size(value: Any) -> tuple[int, int] | None:
+    """An ``img_size`` constructor argument as ``(H, W)``, or ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    return None
+
+
 def parse_input_size(value: str | int | Sequence[int] | None) -> tuple[int, ...] | None:
     """``32``, ``"32"``, ``"3,32,32"`` or ``(3, 32, 32)`` as a tuple; empty gives ``None``.
 
@@ -142,10 +164,13 @@ def create_backbone(
         weights_key: The backbone's key prefix in the checkpoint, e.g.
             ``teacher_backbone`` (``""``: the prefix that fits).
         input_size: ``N`` or ``(C, H, W)`` to feed the model instead of its
-            default (e.g. 32 for a model pretrained on 32-pixel images).
+            default (e.g. 32 for a model pretrained on 32-pixel images). Without
+            it, a model built with an ``img_size`` keyword is fed at that size.
         allow_partial_weights: Accept a checkpoint that leaves model tensors
             unloaded (otherwise an error); the backbone is then marked ``partial``.
-        **kwargs: Passed to the model constructor (e.g. ``in_chans`` for timm).
+        **kwargs: Passed to the model constructor (e.g. ``in_chans`` or
+            ``img_size`` for timm; a family that takes no ``img_size`` is only
+            fed at that size).
 
     Returns:
         A :class:`Backbone` with the model in eval mode.
@@ -160,7 +185,7 @@ def create_backbone(
     if not weights:
         raise GradfeatError("--weights must be 'pretrained', 'random' or a PATH/URL")
     asked = parse_input_size(input_size)
-    model = _build(spec, weights == "pretrained", **kwargs)
+    model = _build_at_image_size(spec, weights == "pretrained", **kwargs)
     partial = False
     if weights not in WEIGHTS_CHOICES:
         partial = load_checkpoint(
@@ -169,6 +194,11 @@ def create_backbone(
     model.eval()
     data_config = resolve_model_data_config(model)
     default_size = model_input_size(model, {"input_size": tuple(data_config["input_size"])})
+    built_for = _image_size(kwargs.get("img_size"))
+    if built_for is not None:
+        # The size the model was built for (timm leaves it out of pretrained_cfg
+        # on most families) comes before what a checkpoint's metadata records.
+        asked = asked or (default_size[0], *built_for)
     input_size = _input_size(asked, weights, default_size)
     # The model carries the size it is fed, so every linearisation of it (and its
     # self-check, and the Python values its cut passes) works at that size.

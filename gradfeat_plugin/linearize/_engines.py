@@ -29,15 +29,39 @@ def _composite_hardsigmoid(x: torch.Tensor, inplace: bool = False) -> torch.Tens
     return F.relu6(x + 3.0) / 6.0
 
 
+def _composite_normalize(
+    input: torch.Tensor,
+    p: float = 2.0,
+    dim: int = 1,
+    eps: float = 1e-12,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``F.normalize`` for ``p=2`` with a norm whose derivatives stay finite at 0.
+
+    At a zero vector (Swin-V2's cosine attention on padded window tokens) the
+    forward-mode rule of the norm is masked to 0, but differentiating it again
+    for w2's gradient gives ``0/0``; the double ``where`` keeps every branch finite.
+    """
+    if p != 2 or out is not None:
+        return F.normalize(input, p, dim, eps, out)
+    squares = (input * input).sum(dim, keepdim=True)
+    nonzero = squares > 0
+    norm = torch.where(nonzero, torch.where(nonzero, squares, 1.0).sqrt(), 0.0)
+    return input / norm.clamp_min(eps).expand_as(input)
+
+
 class _DifferentiableActivations(TorchFunctionMode):
-    """Runs ``hardsigmoid`` as ``relu6(x + 3) / 6``: the same function, but its
-    forward-mode derivative can itself be differentiated (w2's gradient needs that;
-    ``aten::hardsigmoid_backward`` has no derivative)."""
+    """Runs functions whose forward-mode derivative cannot itself be differentiated
+    (w2's gradient needs that) as compositions of ones that can: ``hardsigmoid``
+    as ``relu6(x + 3) / 6`` (``aten::hardsigmoid_backward`` has no derivative) and
+    ``normalize`` with a norm that is smooth at zero."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         if func is F.hardsigmoid:
             return _composite_hardsigmoid(*args, **kwargs)
+        if func is F.normalize:
+            return _composite_normalize(*args, **kwargs)
         return func(*args, **kwargs)
 
 

@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from ..errors import GradfeatError
 from ._engines import get_engine
+from ._ntk import ntk_scales
 
 if TYPE_CHECKING:
     from .backbone import LinearizedBackbone
@@ -36,12 +37,16 @@ class LinearizationCheck:
         feature_error: Relative difference of f from the original model's output.
         adjoint_error: The adjoint identity's error in float64.
         rejected: Engines tried before, each with the reason it failed.
+        gradient_error: Largest relative difference of a w2's gradient from
+            reverse-mode autodiff of the original model at the documented NTK
+            scales, in float64.
     """
 
     engine: str
     feature_error: float
     adjoint_error: float
     rejected: tuple[tuple[str, str], ...] = ()
+    gradient_error: float = 0.0
 
 
 def _random_like(tensors: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
@@ -73,6 +78,12 @@ def _try_engine(lin: "LinearizedBackbone", name: str, inputs: tuple) -> None:
     ]
     if len(unreached) == len(tangents):
         raise RuntimeError("w2 receives no gradient")
+    infinite = [
+        n for n, t in zip(lin._tangent_names, tangents)
+        if t.grad is not None and not bool(t.grad.isfinite().all())
+    ]
+    if infinite:
+        raise RuntimeError(f"w2's gradient is not finite for {', '.join(infinite[:5])}")
     if unreached:
         warnings.warn(
             f"{len(unreached)} of {len(tangents)} θ2 parameters get no gradient on a "
@@ -138,43 +149,102 @@ def _feature_error(
     return _relative(lin.suffix(*boundary).flatten(1), reference)
 
 
-def _adjoint_error(lin: "LinearizedBackbone", boundary: tuple) -> float:
-    """|⟨v, J·w⟩ − ⟨Jᵀv, w⟩| relative to ‖v‖‖J·w‖, with J·w from the engine and
-    Jᵀv from reverse-mode autodiff of the plain forward, both in float64."""
-    suffix = copy.deepcopy(lin.suffix).double()
-    inputs = tuple(
-        b.double() if isinstance(b, torch.Tensor) and b.is_floating_point() else b
-        for b in boundary
-    )
+def _reference_gradients(
+    model: torch.nn.Module, sample: torch.Tensor, names: Sequence[str], seed: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``v`` and ``Jᵀv`` for each θ2 parameter, by reverse-mode autodiff of the
+    whole (folded) model in float64: a path that shares nothing with the cut,
+    the engines or their scales."""
+    reference = copy.deepcopy(model).double().eval()
+    params = dict(reference.named_parameters())
+    leaves = {n: params[n].detach().requires_grad_() for n in names}
+    with torch.enable_grad():
+        out = functional_call(reference, leaves, (sample.double(),)).flatten(1)
+        v = _random_like([out], seed)[0]
+        grads = torch.autograd.grad(out, list(leaves.values()), v, allow_unused=True)
+    return v, {
+        n: torch.zeros_like(leaves[n]) if g is None else g.detach()
+        for n, g in zip(names, grads)
+    }
+
+
+def _gradient_check(
+    lin: "LinearizedBackbone", model: torch.nn.Module, sample: torch.Tensor
+) -> tuple[float, float, list[str], list[str]]:
+    """The engine's JVP and w2's gradient against the original model, in float64.
+
+    With ``g = Jᵀv`` from :func:`_reference_gradients` and ``c`` the documented
+    NTK scales (:func:`ntk_scales` of the model's own modules), the engine must
+    give ``⟨v, J·(c ⊙ w)⟩ = Σ ⟨c ⊙ g, w⟩`` (the adjoint identity) and, by
+    backpropagating that through the JVP, a gradient ``c ⊙ g`` for every w2.
+
+    Returns:
+        The adjoint error, the largest per-parameter gradient error, the
+        parameters whose gradient is off, and those that get none although
+        their JVP is not zero.
+    """
     names = lin._tangent_names
+    v, reference = _reference_gradients(model, sample, names, seed=4)
+    documented = ntk_scales(model, names) if lin.ntk else {}
+    expected = {n: reference[n] * documented.get(n, 1.0) for n in names}
+    prefix, suffix = copy.deepcopy((lin.prefix, lin.suffix))
+    prefix.double().eval()
+    suffix.double().eval()
+    with torch.no_grad():
+        inputs = lin._codec.decode(lin._codec.encode(prefix(sample.double())))
     params = dict(suffix.named_parameters())
     primals = {n: params[n] for n in names}
-    tangents = _scaled(lin, _random_like([primals[n] for n in names], 3))
-    with torch.no_grad():
-        _, jvp = get_engine(lin.engine)(suffix, inputs, primals, tangents)
-    v = _random_like([jvp], 4)[0]
-    leaves = {n: p.detach().requires_grad_() for n, p in primals.items()}
+    w = [t.requires_grad_() for t in _random_like([primals[n] for n in names], 3)]
     with torch.enable_grad():
-        out = functional_call(suffix, leaves, inputs)
-        grads = torch.autograd.grad(out, list(leaves.values()), v, allow_unused=True)
-    forward = float((v * jvp).detach().sum())
-    reverse = sum(
-        float((g * tangents[n]).sum()) for n, g in zip(leaves, grads) if g is not None
+        _, jvp = get_engine(lin.engine)(suffix, inputs, primals, _scaled(lin, w))
+        inner = (v * jvp.flatten(1)).sum()
+        grads = torch.autograd.grad(inner, w, allow_unused=True)
+    forward = float(inner.detach())
+    reverse = sum(float((expected[n] * t.detach()).sum()) for n, t in zip(names, w))
+    scale = float(v.norm() * jvp.detach().norm())
+    adjoint = abs(forward - reverse) / scale if scale > 0.0 else float("inf")
+    total = float(torch.sqrt(sum((e * e).sum() for e in expected.values())))
+    errors: dict[str, float] = {}
+    missing = []
+    for n, g in zip(names, grads):
+        want = expected[n]
+        if g is None or not bool(g.ne(0).any()):
+            if float(want.norm()) > 1e-9 * total:
+                missing.append(n)
+            continue
+        difference = float((g - want).norm())
+        errors[n] = difference / max(float(want.norm()), 1e-6 * total, 1e-300)
+    off = sorted(
+        (n for n, e in errors.items() if not e <= ADJOINT_TOLERANCE),
+        key=lambda n: -errors[n] if errors[n] == errors[n] else -math.inf,
     )
-    scale = float(v.norm() * jvp.norm())
-    if scale == 0.0:  # θ2 does not reach the output along a random direction
-        return float("inf")
-    return abs(forward - reverse) / scale
+    worst = max(errors.values(), default=0.0)
+    if off and any(errors[n] != errors[n] for n in off):
+        worst = math.nan
+    return adjoint, worst, off, missing
 
 
 def verify_linearization(
-    lin: "LinearizedBackbone", original: torch.nn.Module, sample: torch.Tensor
+    lin: "LinearizedBackbone",
+    original: torch.nn.Module,
+    sample: torch.Tensor,
+    folded: torch.nn.Module | None = None,
 ) -> LinearizationCheck:
     """Check ``lin`` against the model it was built from, on one small batch.
 
+    Args:
+        lin: The linearised backbone.
+        original: The model as given (its features are the reference for f).
+        sample: A small batch at the model's input size.
+        folded: ``original`` with θ2's BatchNorms folded as ``lin`` folded them
+            (the model whose parameters θ2 names); default ``original``.
+
     Raises:
         LinearizationError: f differs from the original model's features, the JVP
-            is zero for every direction, or it breaks the adjoint identity.
+            is zero for every direction or breaks the adjoint identity, or w2's
+            gradient differs from reverse-mode autodiff of the original model at
+            the documented NTK scales (a tangent whose JVP is not zero getting no
+            gradient included).
     """
     dtype = next(lin.suffix.parameters()).dtype
     boundary = lin._suffix_inputs(lin.forward_prefix(sample))
@@ -191,13 +261,28 @@ def verify_linearization(
             f"{feature_error:.2e} (relative, tolerance {tolerance:g}) with θ2 = "
             f"{_theta2_names(lin)}"
         )
-    adjoint_error = _adjoint_error(lin, boundary)
-    if not adjoint_error <= ADJOINT_TOLERANCE:
+    adjoint_error, gradient_error, off, missing = _gradient_check(
+        lin, original if folded is None else folded, sample
+    )
+    if missing:
         raise LinearizationError(
-            f"the JVP of θ2 = {_theta2_names(lin)} is not exact: the adjoint "
-            f"identity is off by {adjoint_error:.2e} (tolerance {ADJOINT_TOLERANCE:g}); "
+            f"{len(missing)} θ2 parameters of θ2 = {_theta2_names(lin)} change the "
+            "output but their w2 gets no gradient through the JVP (they would never "
+            f"train): {', '.join(missing[:5])}"
+        )
+    if not (adjoint_error <= ADJOINT_TOLERANCE and gradient_error <= ADJOINT_TOLERANCE):
+        worst = f"; worst: {', '.join(off[:5])}" if off else ""
+        raise LinearizationError(
+            f"the JVP of θ2 = {_theta2_names(lin)} is not exact against reverse-mode "
+            "autodiff of the original model at the documented NTK scales: the adjoint "
+            f"identity is off by {adjoint_error:.2e} and w2's gradient by "
+            f"{gradient_error:.2e} (relative, tolerance {ADJOINT_TOLERANCE:g}{worst}); "
             "choose another --split"
         )
     return LinearizationCheck(
-        lin.engine, feature_error, adjoint_error, getattr(lin, "_rejected_engines", ())
+        lin.engine,
+        feature_error,
+        adjoint_error,
+        getattr(lin, "_rejected_engines", ()),
+        gradient_error,
     )

@@ -29,18 +29,33 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _built_image_size(model: nn.Module) -> tuple[int, int] | None:
+    """The ``(H, W)`` a model says it was built for: its own ``img_size`` or that
+    of its first patch embedding (timm's ``create_model(img_size=...)`` leaves it
+    out of ``pretrained_cfg``)."""
+    for _, module in model.named_modules():
+        value = getattr(module, "img_size", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return (int(value[0]), int(value[1]))
+    return None
+
+
 def _input_size(model: nn.Module, cfg: dict[str, Any]) -> tuple[int, ...]:
     size = tuple(cfg.get("input_size") or getattr(model, "input_size", None) or (3, 224, 224))
-    # timm's patch embeddings know the size they were built for, which a
-    # create_model(img_size=...) leaves out of pretrained_cfg.
-    embed = getattr(model, "patch_embed", None)
-    img_size = getattr(embed, "img_size", None)
-    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and len(size) == 3:
-        size = (size[0], *map(int, img_size))
-    # A model built with in_chans=1 keeps timm's 3-channel pretrained_cfg.
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is not None and len(size) == 3:
-        size = (first_conv.in_channels, *size[1:])
+    built_for = _built_image_size(model)
+    if built_for is not None and len(size) == 3:
+        size = (size[0], *built_for)
+    # A model built with in_chans=1 keeps timm's 3-channel pretrained_cfg. The
+    # model's own in_chans comes first: TResNet's first conv follows a
+    # space-to-depth step and reads 16 times the channels.
+    channels = getattr(model, "in_chans", None)
+    if not isinstance(channels, int) or isinstance(channels, bool):
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = None if first_conv is None else first_conv.in_channels
+    if channels is not None and len(size) == 3:
+        size = (channels, *size[1:])
     return size
 
 
@@ -138,8 +153,12 @@ class LinearizedBackbone(nn.Module):
         self.tangents = nn.ParameterList(
             nn.Parameter(torch.zeros_like(p)) for _, p in self._theta2
         )
-        scales = ntk_scales(self.suffix, self._tangent_names) if ntk else {}
+        # The scales come from the model's own modules: in the traced suffix a
+        # weight that the model uses functionally (F.linear(x, self.qkv.weight))
+        # is a get_attr on a plain Module, no longer inside its nn.Linear.
+        scales = ntk_scales(model, self._tangent_names) if ntk else {}
         self._scales = [scales.get(n, 1.0) for n in self._tangent_names]
+        self.ntk = ntk
         cfg = dict(getattr(model, "pretrained_cfg", None) or {})
         cfg["input_size"] = tuple(input_size) if input_size else _input_size(model, cfg)
         cfg.setdefault("mean", IMAGENET_MEAN)
@@ -156,7 +175,9 @@ class LinearizedBackbone(nn.Module):
         # The width of the real pooled output: timm's num_features is the width
         # before a pre-logits layer (head_hidden_size) on some families.
         self.num_features = self._probe_dim(sample)
-        self.check = verify_linearization(self, original, sample) if verify else None
+        self.check = (
+            verify_linearization(self, original, sample, folded=model) if verify else None
+        )
         self.register_buffer("probe_weight", torch.zeros(0, self.num_features))
         self.standardize = FeatureStandardization(self.num_features).to(
             next(self.suffix.parameters())

@@ -43,11 +43,11 @@ setup(
             "zoo = gradfeat_plugin.backbones.sources:ZooSource",
         ],
         "gradfeat_plugin.protocols": [
-            "linear = gradfeat_plugin.protocols.linear:LinearProtocol",
-            "grad = gradfeat_plugin.protocols.gradient:GradProtocol",
-            "gradfeat = gradfeat_plugin.protocols.gradfeat:GradFeatProtocol",
-            "finetune = gradfeat_plugin.protocols.finetune:FinetuneProtocol",
-            "knn = gradfeat_plugin.protocols.knn:KNNProtocol",
+            "linear = gradfeat_plugin.protocols.linear:LinearProbeClassifier",
+            "grad = gradfeat_plugin.protocols.gradient:GradClassifier",
+            "gradfeat = gradfeat_plugin.protocols.gradfeat:GradfeatClassifier",
+            "finetune = gradfeat_plugin.protocols.finetune:FinetuneClassifier",
+            "knn = gradfeat_plugin.protocols.knn:KNNFeatureClassifier",
         ],
     },
 )

@@ -14,6 +14,7 @@ from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
 from .linearize import linearize, resolve_split
+from .config.protocol_kwargs import run_settings
 from .protocols import ProtocolResult, expand_protocols, iter_protocols
 from .results import ResultsStore, config_hash, count_flops, package_versions
 from .results.store import new_run_id, verify_store
@@ -163,7 +164,8 @@ def evaluate(
     }
     run = EvalRun(run_id=None, results=[])
     store: ResultsStore | None = None
-    for result in iter_protocols(names, backbone, data, cfg, progress=progress):
+    settings = run_settings(cfg, names)
+    for result in iter_protocols(names, backbone, data, settings, progress=progress):
         if store is None:
             store = ResultsStore(results_path)
             run.run_id = new_run_id()

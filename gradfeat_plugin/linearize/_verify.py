@@ -6,7 +6,7 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.func import functional_call
@@ -15,8 +15,9 @@ from ..errors import GradfeatError
 from ._engines import get_engine
 from ._ntk import ntk_scales
 
-if TYPE_CHECKING:
-    from .backbone import LinearizedBackbone
+#: A ``LinearizedBackbone``: the check reads its parts (``prefix``, ``suffix``,
+#: tangents and scales) and is called by it, so it does not import it.
+Linearized = Any
 
 #: Largest relative difference between the linearised model's f and the original's.
 FEATURE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -54,17 +55,17 @@ def _random_like(tensors: Sequence[torch.Tensor], seed: int) -> list[torch.Tenso
     return [torch.randn(t.shape, generator=generator).to(t) for t in tensors]
 
 
-def _theta2_names(lin: "LinearizedBackbone") -> str:
+def _theta2_names(lin: Linearized) -> str:
     return ", ".join(lin.split)
 
 
-def _scaled(lin: "LinearizedBackbone", tangents: Sequence[torch.Tensor]) -> dict:
+def _scaled(lin: Linearized, tangents: Sequence[torch.Tensor]) -> dict:
     return {
         n: t * s for n, t, s in zip(lin._tangent_names, tangents, lin._scales)
     }
 
 
-def _try_engine(lin: "LinearizedBackbone", name: str, inputs: tuple) -> None:
+def _try_engine(lin: Linearized, name: str, inputs: tuple) -> None:
     """One JVP and the backward to w2, in the model's own dtype."""
     primals = dict(lin._theta2)
     tangents = [t.detach().requires_grad_() for t in _random_like(lin._theta2_params(), 1)]
@@ -95,7 +96,7 @@ def _try_engine(lin: "LinearizedBackbone", name: str, inputs: tuple) -> None:
 
 
 def select_engine(
-    lin: "LinearizedBackbone", candidates: Sequence[str], sample: torch.Tensor
+    lin: Linearized, candidates: Sequence[str], sample: torch.Tensor
 ) -> str:
     """The first engine in ``candidates`` that computes the JVP and its gradient.
 
@@ -135,7 +136,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _feature_error(
-    lin: "LinearizedBackbone",
+    lin: Linearized,
     original: torch.nn.Module,
     sample: torch.Tensor,
     boundary: tuple,
@@ -169,7 +170,7 @@ def _reference_gradients(
 
 
 def _gradient_check(
-    lin: "LinearizedBackbone", model: torch.nn.Module, sample: torch.Tensor
+    lin: Linearized, model: torch.nn.Module, sample: torch.Tensor
 ) -> tuple[float, float, list[str], list[str]]:
     """The engine's JVP and w2's gradient against the original model, in float64.
 
@@ -225,7 +226,7 @@ def _gradient_check(
 
 
 def verify_linearization(
-    lin: "LinearizedBackbone",
+    lin: Linearized,
     original: torch.nn.Module,
     sample: torch.Tensor,
     folded: torch.nn.Module | None = None,

@@ -1,9 +1,8 @@
 """Protocols as lightly benchmark modules: linear, grad, gradfeat, finetune, knn."""
 
 from ._base import ProtocolClassifier, build_optimizer
-from ._cache import CachedInputs, FrozenOutputs
+from ._cache import CachedInputs, CachePolicy, FrozenOutputs
 from ._models import SplitNetwork
-from .classifiers import FinetuneClassifier, GradClassifier, GradfeatClassifier
 from ._registry import (
     ENTRY_POINT_GROUP,
     create_protocol,
@@ -11,11 +10,11 @@ from ._registry import (
     list_protocols,
     register_protocol,
 )
-from .finetune import FinetuneProtocol
-from .gradfeat import GradFeatProtocol
-from .gradient import GradProtocol
-from .knn import KNNProtocol
-from .linear import LinearProtocol
+from .finetune import FinetuneClassifier
+from .gradfeat import GradfeatClassifier
+from .gradient import GradClassifier
+from .knn import KNNFeatureClassifier
+from .linear import LinearProbeClassifier
 from .run import (
     ALL_PROTOCOLS,
     ProtocolResult,
@@ -25,23 +24,24 @@ from .run import (
     metric_name,
     run_protocols,
 )
+from .settings import RunSettings, TrainerSettings
 
 __all__ = [
     "ALL_PROTOCOLS",
+    "CachePolicy",
     "CachedInputs",
     "ENTRY_POINT_GROUP",
     "FinetuneClassifier",
-    "FinetuneProtocol",
+    "FrozenOutputs",
     "GradClassifier",
     "GradfeatClassifier",
-    "FrozenOutputs",
-    "GradFeatProtocol",
-    "GradProtocol",
-    "KNNProtocol",
-    "LinearProtocol",
+    "KNNFeatureClassifier",
+    "LinearProbeClassifier",
     "ProtocolClassifier",
     "ProtocolResult",
+    "RunSettings",
     "SplitNetwork",
+    "TrainerSettings",
     "build_optimizer",
     "build_trainer",
     "create_protocol",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
-from fvcore.common.config import CfgNode
 from lightly.utils.benchmarking.linear_classifier import BaseClassifier
 from lightly.utils.benchmarking.topk import mean_topk_accuracy
 from torch import Tensor, nn
@@ -47,60 +47,94 @@ def check_finite(values: Tensor, what: str, protocol: str) -> None:
         )
 
 
-def protocol_lr(cfg: CfgNode, key: str | None) -> float:
-    """``TRAIN.LR_BY_PROTOCOL.<key>`` when set, else ``TRAIN.LR``.
+#: Weight decay of each optimiser when none is given: the paper's values.
+DEFAULT_WEIGHT_DECAY = {"adam": 1e-6, "sgd": 5e-5}
+OPTIMIZERS = tuple(DEFAULT_WEIGHT_DECAY)
 
-    >>> from gradfeat_plugin.config import get_cfg
-    >>> cfg = get_cfg()
-    >>> cfg.TRAIN.LR_BY_PROTOCOL.LINEAR = 0.01
-    >>> protocol_lr(cfg, "LINEAR"), protocol_lr(cfg, "GRAD")
-    (0.01, 0.001)
-    """
-    by_protocol = cfg.TRAIN.get("LR_BY_PROTOCOL") or {}
-    lr = by_protocol.get(key) if key else None
-    return cfg.TRAIN.LR if lr is None else lr
+
+def check_optimizer(name: str) -> None:
+    """Raise a :class:`GradfeatError` for an optimiser other than ``adam``/``sgd``."""
+    if name not in OPTIMIZERS:
+        raise GradfeatError(f"unknown optimizer {name!r}; use adam or sgd")
 
 
 def build_optimizer(
-    name: str, params: List[nn.Parameter], lr: float, cfg: CfgNode
+    name: str,
+    params: List[Any],
+    lr: float,
+    betas: Sequence[float] = (0.5, 0.999),
+    weight_decay: float | None = None,
+    momentum: float = 0.9,
 ) -> Optimizer:
-    """The paper's Adam or SGD, with hyperparameters from ``cfg.ADAM`` / ``cfg.SGD``.
+    """The paper's Adam or SGD.
 
     Args:
         name: ``adam`` or ``sgd``.
-        params: Parameters to optimise.
+        params: Parameters (or parameter groups) to optimise.
         lr: Learning rate (already scaled, if scaling is on).
-        cfg: The run's config.
+        betas: Adam's betas.
+        weight_decay: ``None`` takes :data:`DEFAULT_WEIGHT_DECAY` of the optimiser.
+        momentum: SGD's momentum.
+
+    >>> build_optimizer("sgd", [torch.zeros(1, requires_grad=True)], 0.1).defaults["weight_decay"]
+    5e-05
     """
+    check_optimizer(name)
+    decay = DEFAULT_WEIGHT_DECAY[name] if weight_decay is None else weight_decay
     if name == "adam":
-        betas = tuple(cfg.ADAM.BETAS)
-        return Adam(params, lr=lr, betas=betas, weight_decay=cfg.ADAM.WEIGHT_DECAY)
-    if name == "sgd":
-        return SGD(
-            params, lr=lr, momentum=cfg.SGD.MOMENTUM, weight_decay=cfg.SGD.WEIGHT_DECAY
+        return Adam(params, lr=lr, betas=tuple(betas), weight_decay=decay)  # type: ignore[arg-type]
+    return SGD(params, lr=lr, momentum=momentum, weight_decay=decay)
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists: what a checkpoint stores and ``weights_only`` reads back."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
+
+
+def feature_topk(topk: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    """``topk`` capped at the number of classes, without repeats."""
+    return tuple(sorted({min(int(k), num_classes) for k in topk}))
+
+
+def check_feature_dim(feature_dim: int | None, actual: int) -> None:
+    """Raise when a given ``feature_dim`` is not the model's feature width."""
+    if feature_dim is not None and feature_dim != actual:
+        raise ValueError(
+            f"feature_dim={feature_dim} but the model's features have {actual} "
+            "dimensions; leave feature_dim out to take them from the model"
         )
-    raise GradfeatError(f"unknown optimizer {name!r}; use adam or sgd")
 
 
 class ProtocolClassifier(BaseClassifier):
     """A lightly ``BaseClassifier`` that knows the task, the optimiser and the cache.
 
     Subclasses override ``forward`` and ``get_trainable_parameters`` as in lightly,
-    and call :meth:`freeze_all_but_trainable` at the end of ``__init__``. Inputs
-    are images or, when ``cached``, the precomputed tensors named by the class's
-    ``cache`` attribute (``"features"``: pooled ``f``; ``"boundary"``: θ1's outputs).
+    call :meth:`freeze_all_but_trainable` at the end of ``__init__`` and save their
+    arguments with :meth:`save_arguments`. Inputs are images or, when ``cached``,
+    the precomputed tensors named by the class's ``cache`` attribute
+    (``"features"``: pooled ``f``; ``"boundary"``: θ1's outputs).
 
     Args:
         model: The module the protocol is built around.
-        num_classes: Number of classes (labels, for multi-label tasks).
-        cfg: The run's config (optimiser, learning rate, batch size, schedule).
+        batch_size_per_device: Per-process batch size (for ``scale_lr``).
+        lr: Learning rate.
         feature_dim: Size of the features the classification head reads.
+        num_classes: Number of classes (labels, for multi-label tasks).
+        topk: Top-k accuracies to log (capped at ``num_classes``).
         task: ``multiclass`` (cross-entropy, top-1/top-5) or ``multilabel``
             (binary cross-entropy, mAP).
         cached: Inputs are precomputed tensors instead of images.
-        optimizer: ``adam`` or ``sgd``; ``None`` takes ``cfg.TRAIN.OPTIMIZER``.
-        batch_size_per_device: Per-process batch size, used for lr scaling;
-            ``None`` takes ``cfg.TRAIN.BATCH_SIZE``.
+        optimizer: ``adam`` or ``sgd``.
+        betas: Adam's betas (the paper's 0.5, 0.999).
+        weight_decay: ``None`` takes the paper's: 1e-6 with Adam, 5e-5 with SGD.
+        momentum: SGD's momentum.
+        scale_lr: Multiply ``lr`` by the global batch size / 256, as lightly does.
+        lr_decay: Factor applied to the learning rate every ``lr_decay_every``.
+        lr_decay_every: Fraction of the training steps between two decays.
+        clip_grad_norm: Clip each step's gradient norm at this value (0: off).
+        seed: Seeds each training epoch (with the epoch number).
     """
 
     #: Which precomputed inputs the protocol consumes when ``cached``.
@@ -109,51 +143,76 @@ class ProtocolClassifier(BaseClassifier):
     standardizes_features: bool = True
     #: Whether the protocol needs a trained linear probe ω̄ (see ``set_probe``).
     needs_probe: bool = False
-    #: Its key in ``TRAIN.LR_BY_PROTOCOL`` (``None``: always ``TRAIN.LR``).
-    lr_key: str | None = None
 
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
-        cfg: CfgNode,
+        batch_size_per_device: int,
+        lr: float,
         feature_dim: int,
+        num_classes: int,
+        topk: Sequence[int] = (1, 5),
+        *,
         task: str = "multiclass",
         cached: bool = False,
-        optimizer: str | None = None,
-        batch_size_per_device: int | None = None,
+        optimizer: str = "adam",
+        betas: Sequence[float] = (0.5, 0.999),
+        weight_decay: float | None = None,
+        momentum: float = 0.9,
+        scale_lr: bool = False,
+        lr_decay: float = 0.5,
+        lr_decay_every: float = 0.25,
+        clip_grad_norm: float = 0.0,
+        seed: int = 0,
     ) -> None:
         check_task(task)
-        super().__init__(
-            model=model,
-            batch_size_per_device=batch_size_per_device or cfg.TRAIN.BATCH_SIZE,
-            lr=protocol_lr(cfg, self.lr_key),
-            feature_dim=feature_dim,
-            num_classes=num_classes,
-            topk=tuple(sorted({1, min(5, num_classes)})),
-        )
-        self.cfg = cfg
+        check_optimizer(optimizer)
+        with warnings.catch_warnings():
+            # lightly saves the subclass's arguments (a probe among them); they are
+            # replaced by plain values in save_arguments.
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            super().__init__(
+                model=model,
+                batch_size_per_device=batch_size_per_device,
+                lr=lr,
+                feature_dim=feature_dim,
+                num_classes=num_classes,
+                topk=feature_topk(topk, num_classes),
+            )
         self.task = task
         self.cached = cached
-        self.optimizer_name = optimizer or cfg.TRAIN.OPTIMIZER
+        self.optimizer_name = optimizer
+        self.betas = tuple(betas)
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scale_lr = scale_lr
+        self.lr_decay = lr_decay
+        self.lr_decay_every = lr_decay_every
+        self.clip_norm = float(clip_grad_norm)
+        self.seed = int(seed)
         if task == "multilabel":
             self.criterion = nn.BCEWithLogitsLoss()
             self.val_map = MultilabelAveragePrecision(num_labels=num_classes)
+
+    def save_arguments(self, arguments: Dict[str, Any], *ignore: str) -> None:
+        """Save the constructor's arguments (``locals()``) as the hyperparameters,
+        plain values only, so that ``load_from_checkpoint(path, model=...)``
+        rebuilds the class (``weights_only`` included)."""
+        skip = {"self", "model", "__class__", *ignore}
+        self.hparams.clear()
+        self.save_hyperparameters(
+            {k: plain(v) for k, v in arguments.items() if k not in skip}
+        )
+
+    @classmethod
+    def can_cache(cls, **kwargs: Any) -> bool:
+        """Whether the protocol built with these keywords can read stored θ1 outputs."""
+        return True
 
     @property
     def metric_name(self) -> str:
         """The validation metric a result reports: ``val_top1`` or ``val_map``."""
         return "val_map" if self.task == "multilabel" else "val_top1"
-
-    @classmethod
-    def optimizer_names(cls, cfg: CfgNode) -> List[str]:
-        """The optimisers a run tries; the best validation metric is reported."""
-        return [cfg.TRAIN.OPTIMIZER]
-
-    @classmethod
-    def can_cache(cls, cfg: CfgNode) -> bool:
-        """Whether the protocol can read stored θ1 outputs under ``cfg``."""
-        return True
 
     def set_standardization(self, mean: Tensor, std: Tensor) -> None:
         """Standardise the features the head reads with fixed training statistics.
@@ -189,14 +248,14 @@ class ProtocolClassifier(BaseClassifier):
         return loss, mean_topk_accuracy(predicted, targets, k=self.topk)
 
     def on_train_epoch_start(self) -> None:
-        """Seed the epoch from ``TRAIN.SEED`` and the epoch number.
+        """Seed the epoch from ``seed`` and the epoch number.
 
         The shuffle of the epoch then depends on nothing else: not on how often a
         Trainer validates or whether it runs a sanity check (each DataLoader pass
         draws a random number), so ``run_protocols`` and a user's own Trainer see
         the same batches.
         """
-        torch.manual_seed(epoch_seed(int(self.cfg.TRAIN.SEED), self.current_epoch))
+        torch.manual_seed(epoch_seed(self.seed, self.current_epoch))
 
     def training_step(self, batch: Tuple[Any, ...], batch_idx: int) -> Tensor:
         loss = super().training_step(batch, batch_idx)
@@ -221,8 +280,8 @@ class ProtocolClassifier(BaseClassifier):
         return loss
 
     def clip_grad_norm(self) -> float:
-        """Where each step's gradient norm is clipped: ``TRAIN.CLIP_GRAD_NORM``."""
-        return float(self.cfg.TRAIN.get("CLIP_GRAD_NORM", 0.0))
+        """Where each step's gradient norm is clipped (0: not clipped)."""
+        return self.clip_norm
 
     def configure_gradient_clipping(
         self,
@@ -240,21 +299,28 @@ class ProtocolClassifier(BaseClassifier):
             )
 
     def get_effective_lr(self) -> float:
-        """The protocol's learning rate (``TRAIN.LR_BY_PROTOCOL`` or ``TRAIN.LR``),
-        times global batch size / 256 when ``TRAIN.SCALE_LR``."""
-        if self.cfg.TRAIN.SCALE_LR:
+        """``lr``, times the global batch size / 256 with ``scale_lr``."""
+        if self.scale_lr:
             return super().get_effective_lr()
         return self.lr
+
+    def build_optimizer(self, params: List[Any], lr: float) -> Optimizer:
+        """This protocol's optimiser over ``params`` (parameters or groups)."""
+        return build_optimizer(
+            self.optimizer_name, params, lr, self.betas, self.weight_decay, self.momentum
+        )
+
+    def build_scheduler(self, optimizer: Optimizer) -> StepLR:
+        """``lr`` times ``lr_decay`` every ``lr_decay_every`` of the training steps."""
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        step_size = max(1, round(total_steps * self.lr_decay_every))
+        return StepLR(optimizer, step_size, gamma=self.lr_decay)
 
     def configure_optimizers(  # type: ignore[override]
         self,
     ) -> Tuple[List[Optimizer], List[Dict[str, Any]]]:
-        """The optimiser; lr times ``LR_DECAY`` each ``LR_DECAY_EVERY`` of training."""
+        """The optimiser; lr times ``lr_decay`` each ``lr_decay_every`` of training."""
         params = [p for p in self.get_trainable_parameters() if p.requires_grad]
-        optimizer = build_optimizer(
-            self.optimizer_name, params, self.get_effective_lr(), self.cfg
-        )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        step_size = max(1, round(total_steps * self.cfg.TRAIN.LR_DECAY_EVERY))
-        scheduler = StepLR(optimizer, step_size, gamma=self.cfg.TRAIN.LR_DECAY)
+        optimizer = self.build_optimizer(params, self.get_effective_lr())
+        scheduler = self.build_scheduler(optimizer)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]

@@ -90,13 +90,6 @@ class CachePolicy:
     directory: str = ""
     dtype: str = "float32"
 
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> "CachePolicy":
-        """``DATA.CACHE``, ``DATA.CACHE_DIR``, ``DATA.CACHE_DTYPE``; the older
-        ``TRAIN.CACHE_FEATURES False`` means ``off``."""
-        mode = cfg.DATA.CACHE if cfg.TRAIN.CACHE_FEATURES else "off"
-        return cls(mode, cfg.DATA.CACHE_DIR, cfg.DATA.CACHE_DTYPE)
-
 
 class CachedInputs(Dataset):
     """``(inputs, target)`` pairs read from stored tensors.

@@ -6,10 +6,8 @@ import copy
 from typing import Sequence
 
 import torch
-from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
-from ..errors import GradfeatError
 from ..linearize import (
     LinearizedBackbone,
     linearize,
@@ -23,68 +21,69 @@ from ..linearize._stateful import bypass_eval_caches, keep_computing
 from ..linearize.backbone import _input_size
 
 
-def split_from(split: SplitSpec, cfg: CfgNode) -> SplitSpec:
-    """``split`` if given, else ``cfg.MODEL.SPLIT``, else ``None`` (family default)."""
-    return split or list(cfg.MODEL.SPLIT) or None
-
-
 def linearized_from(
-    model: nn.Module, split: SplitSpec, cfg: CfgNode
+    model: nn.Module,
+    split: SplitSpec = None,
+    fold_bn: bool = True,
+    ntk: bool = True,
+    engine: str = "auto",
+    random_theta1: bool = False,
+    random_theta2: bool = False,
+    seed: int = 0,
 ) -> LinearizedBackbone:
-    """A private :class:`LinearizedBackbone` of ``model`` built as ``cfg.MODEL`` says.
+    """A private :class:`LinearizedBackbone` of ``model``.
 
     Args:
         model: A backbone (forward returns ``(B, d)``) or an already linearised one,
             which is copied.
-        split: θ2 module name(s); ``None`` uses ``cfg.MODEL.SPLIT`` or the default.
-        cfg: The run's config.
+        split: θ2 module name(s); ``None`` picks the family default.
+        fold_bn: Fold θ2's BatchNorms into their convolutions.
+        ntk: NTK parametrisation of θ2 and w2.
+        engine: The JVP engine.
+        random_theta1: Take the gradient term through a re-initialised θ1 (the
+            paper's Table 1 ablation; activations stay the pretrained network's).
+        random_theta2: The same for θ2.
+        seed: Seeds the re-initialisation.
     """
     if isinstance(model, LinearizedBackbone):
         return copy.deepcopy(model)
-    split = split_from(split, cfg)
-    random_parts = ablated_parts(cfg)
+    random_parts = [
+        part for part, on in (("theta1", random_theta1), ("theta2", random_theta2)) if on
+    ]
     gradient_model, activation_model = model, None
     if random_parts:
         names = resolve_split(model, split)
         for part in random_parts:
-            gradient_model = reinitialize(gradient_model, names, part, cfg.TRAIN.SEED)
+            gradient_model = reinitialize(gradient_model, names, part, seed)
         activation_model = model
     return linearize(
         gradient_model,
         split,
-        fold_bn=cfg.MODEL.FOLD_BN,
-        ntk=cfg.MODEL.NTK,
-        engine=cfg.MODEL.ENGINE,
+        fold_bn=fold_bn,
+        ntk=ntk,
+        engine=engine,
         activation_model=activation_model,
     )
 
 
-def _ablation_setting(cfg: CfgNode, key: str) -> bool:
-    value = cfg.ABLATION[key]
-    if value not in ("pretrained", "random"):
-        raise GradfeatError(f"ABLATION.{key} must be pretrained or random, got {value!r}")
-    return value == "random"
-
-
-def ablated_parts(cfg: CfgNode) -> list[str]:
-    """The parts of the network (``theta1``, ``theta2``) the ablation re-initialises."""
-    return [part for part in ("theta1", "theta2") if _ablation_setting(cfg, part.upper())]
-
-
 @torch.no_grad()
 def install_probe(
-    model: LinearizedBackbone, weight: Tensor, bias: Tensor | None, cfg: CfgNode
+    model: LinearizedBackbone,
+    weight: Tensor,
+    bias: Tensor | None,
+    random_probe: bool = False,
+    seed: int = 0,
 ) -> None:
     """Set ω̄ and the initial head from a trained probe, and w2 to zero.
 
-    With ``ABLATION.PROBE = random`` the gradient term uses a fresh random ω
-    (``nn.Linear``'s initialisation, seeded by ``TRAIN.SEED``) while the head
-    still starts from the trained probe, as in the paper's Table 1.
+    With ``random_probe`` the gradient term uses a fresh random ω (``nn.Linear``'s
+    initialisation, seeded by ``seed``) while the head still starts from the
+    trained probe, as in the paper's Table 1.
     """
     model.set_probe(weight, bias)
     model.reset_tangents()
-    if _ablation_setting(cfg, "PROBE"):
-        generator = torch.Generator().manual_seed(cfg.TRAIN.SEED)
+    if random_probe:
+        generator = torch.Generator().manual_seed(seed)
         bound = 1.0 / model.num_features**0.5
         random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
         model.probe_weight.copy_(random)

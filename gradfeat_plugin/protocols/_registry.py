@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -29,12 +30,40 @@ def _load_entry_points() -> None:
         _registry.setdefault(ep.name, ep)
 
 
+#: The signature the run builds protocols with (see ``register_protocol``).
+PLAIN_SIGNATURE = (
+    "(model, batch_size_per_device, lr, feature_dim=None, num_classes, topk, *, "
+    "task, cached, optimizer, split, ...)"
+)
+
+
+def check_signature(name: str, cls: type) -> None:
+    """Refuse a class written to the old ``(model, num_classes, cfg, ...)`` contract."""
+    try:
+        parameters = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return
+    if "cfg" in parameters:
+        raise GradfeatError(
+            f"protocol {name!r} ({cls.__module__}.{cls.__qualname__}) takes a config "
+            f"(cfg); protocols take plain arguments now: {PLAIN_SIGNATURE}, "
+            "as lightly's LinearClassifier (see the README, 'Writing a protocol')"
+        )
+
+
 def register_protocol(name: str, cls: type) -> type:
     """Register a protocol class under ``name``; a name can be registered once.
 
-    Protocol classes take ``(model, num_classes, cfg, task, cached, optimizer,
-    split, batch_size_per_device)`` and are lightly ``BaseClassifier`` subclasses
-    (trained with ``Trainer.fit``) or ``KNNClassifier`` subclasses (``validate``).
+    Protocol classes are lightly ``BaseClassifier`` subclasses (trained with
+    ``Trainer.fit``) or ``KNNClassifier`` subclasses (``validate``) that take plain
+    arguments, lightly's ``LinearClassifier(model, batch_size_per_device, lr,
+    feature_dim, num_classes, topk)`` plus keywords. The run passes ``model``,
+    ``num_classes``, ``batch_size_per_device``, ``task`` (``multiclass`` or
+    ``multilabel``), ``cached`` (inputs are stored θ1 outputs or features, as the
+    class's ``cache`` attribute says), ``split`` (θ2) and the optimiser's settings
+    (``lr``, ``optimizer``, ``betas``, ``weight_decay``, ``momentum``,
+    ``scale_lr``, ``lr_decay``, ``lr_decay_every``, ``clip_grad_norm``, ``seed``),
+    each only if ``__init__`` names it (or takes ``**kwargs``).
 
     Args:
         name: The name ``create_protocol`` and ``--protocol`` use.
@@ -68,6 +97,7 @@ def get_protocol_class(name: str) -> type:
     entry = _registry[name]
     if isinstance(entry, EntryPoint):
         entry = _registry[name] = entry.load()
+    check_signature(name, entry)
     return entry
 
 
@@ -76,15 +106,11 @@ def create_protocol(name: str, **kwargs: Any) -> Any:
 
     Args:
         name: A name from :func:`list_protocols`.
-        **kwargs: Constructor arguments: ``model``, ``num_classes``, ``cfg`` and
-            optionally ``task``, ``cached``, ``optimizer``, ``split``,
-            ``batch_size_per_device``.
+        **kwargs: Constructor arguments: plain values (see :func:`register_protocol`).
 
     >>> from gradfeat_plugin.backbones.bigan import BiGANEncoder
-    >>> from gradfeat_plugin.config import get_cfg
-    >>> probe = create_protocol("linear", model=BiGANEncoder(width=8), num_classes=10,
-    ...                         cfg=get_cfg())
+    >>> probe = create_protocol("linear", model=BiGANEncoder(width=8), num_classes=10)
     >>> type(probe).__name__
-    'LinearProtocol'
+    'LinearProbeClassifier'
     """
     return get_protocol_class(name)(**kwargs)

@@ -2,97 +2,98 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List, Sequence
 
 import torch
-from fvcore.common.config import CfgNode
 from torch import Tensor, nn
 
 from ..errors import GradfeatError
-from ..linearize import LinearizedBackbone
+from ..linearize import LinearizedBackbone, resolve_split
 from ..linearize._split import SplitSpec
-from ._base import Inputs, ProtocolClassifier
-from ._models import SplitNetwork, split_from
+from ._base import Inputs, ProtocolClassifier, check_feature_dim
+from ._models import SplitNetwork
+from .gradfeat import whole_module_split
 
 
-class FinetuneProtocol(ProtocolClassifier):
+class FinetuneClassifier(ProtocolClassifier):
     """Fine-tuning: θ2 (the top block(s)) and a linear head, θ1 frozen in eval mode.
 
-    With ``cfg.FINETUNE.WHOLE_NETWORK`` every backbone parameter trains and inputs
-    are always images. The paper reports the better of an Adam and an SGD run
-    (``cfg.FINETUNE.OPTIMIZERS``); pass ``optimizer`` to pick one run.
+    Arguments as lightly's ``FinetuneClassifier``, then plain keywords: θ1 stays
+    frozen in eval mode, the gradient norm is clipped at ``clip_grad_norm`` (10, as
+    in the authors' code), and the paper's Adam is the default optimiser. The paper
+    reports the better of an Adam and an SGD run; ``run_protocols`` trains one
+    instance per optimiser.
 
     Args:
-        model: Backbone whose forward returns ``(B, d)``; it is copied.
+        model: A backbone whose forward returns ``(B, d)`` (copied), or a whole SSL
+            module (θ2 found in ``model.backbone``).
+        batch_size_per_device: Per-process batch size (for ``scale_lr``).
+        lr: Learning rate.
+        feature_dim: ``d``; checked against the model when given.
         num_classes: Number of classes (labels, for multi-label tasks).
-        cfg: The run's config.
-        task: ``multiclass`` or ``multilabel``.
-        cached: Inputs are θ1's outputs (``forward_prefix``) instead of images.
-        optimizer: ``adam`` or ``sgd``; ``None`` takes ``cfg.FINETUNE.OPTIMIZERS[0]``.
-        split: θ2 module name(s); ``None`` uses ``cfg.MODEL.SPLIT`` or the default.
-        batch_size_per_device: Per-process batch size, for lr scaling.
+        topk: Top-k accuracies to log.
+        split: θ2 module name(s); default: the top block.
+        whole_network: Train every parameter, θ1 included (inputs are then images).
+        clip_grad_norm: Clip each step's gradient norm at this value (0: off).
+        **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
+            ``momentum``, ``scale_lr``, ``lr_decay``, ``lr_decay_every``, ``seed``:
+            see :class:`ProtocolClassifier`.
 
     >>> from gradfeat_plugin.backbones.bigan import BiGANEncoder
-    >>> from gradfeat_plugin.config import get_cfg
     >>> import torch
-    >>> model = FinetuneProtocol(BiGANEncoder(width=8), num_classes=10, cfg=get_cfg())
+    >>> model = FinetuneClassifier(BiGANEncoder(width=8), 64, num_classes=10)
     >>> model(torch.randn(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
 
-    lr_key = "FINETUNE"
-
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
-        cfg: CfgNode,
-        task: str = "multiclass",
-        cached: bool = False,
-        optimizer: str | None = None,
+        batch_size_per_device: int = 64,
+        lr: float = 1e-3,
+        feature_dim: int | None = None,
+        num_classes: int = 1000,
+        topk: Sequence[int] = (1, 5),
+        *,
         split: SplitSpec = None,
-        batch_size_per_device: int | None = None,
+        whole_network: bool = False,
+        clip_grad_norm: float = 10.0,
+        **kwargs: Any,
     ) -> None:
+        arguments = dict(locals(), **kwargs)
         if isinstance(model, LinearizedBackbone):
             raise ValueError("finetune needs the original backbone, not a linearised")
-        self.whole_network = bool(cfg.FINETUNE.WHOLE_NETWORK)
-        if self.whole_network and cached:
+        self.whole_network = bool(whole_network)
+        if self.whole_network and kwargs.get("cached"):
             raise GradfeatError(
                 "FINETUNE.WHOLE_NETWORK trains θ1 too, so its outputs cannot be "
                 "cached; set TRAIN.CACHE_FEATURES False"
             )
-        network = SplitNetwork(
-            model, split_from(split, cfg), frozen_prefix=not self.whole_network
-        )
-        feature_dim = network.num_features or _feature_dim(network, model)
+        split = resolve_split(model, whole_module_split(model, split))
+        network = SplitNetwork(model, split, frozen_prefix=not self.whole_network)
+        dim = network.num_features or _feature_dim(network, model)
+        check_feature_dim(feature_dim, dim)
         super().__init__(
             network,
+            batch_size_per_device,
+            lr,
+            dim,
             num_classes,
-            cfg,
-            feature_dim=feature_dim,
-            task=task,
-            cached=cached,
-            optimizer=optimizer or cfg.FINETUNE.OPTIMIZERS[0],
-            batch_size_per_device=batch_size_per_device,
+            topk,
+            clip_grad_norm=clip_grad_norm,
+            **kwargs,
         )
         self.freeze_all_but_trainable()
+        arguments.update(split=list(network.split), feature_dim=dim)
+        self.save_arguments(arguments, "kwargs")
 
     # Fine-tuning moves the features, so its head reads them unstandardised.
     standardizes_features = False
 
     @classmethod
-    def optimizer_names(cls, cfg: CfgNode) -> List[str]:
-        """Every optimiser of ``cfg.FINETUNE.OPTIMIZERS`` (the best is reported)."""
-        return list(cfg.FINETUNE.OPTIMIZERS)
-
-    @classmethod
-    def can_cache(cls, cfg: CfgNode) -> bool:
+    def can_cache(cls, **kwargs: Any) -> bool:
         """θ1's outputs are fixed unless the whole network trains."""
-        return not cfg.FINETUNE.WHOLE_NETWORK
-
-    def clip_grad_norm(self) -> float:
-        """``FINETUNE.CLIP_GRAD_NORM``, so that one large step cannot blow up θ2."""
-        return float(self.cfg.FINETUNE.CLIP_GRAD_NORM)
+        return not kwargs.get("whole_network", False)
 
     def forward(self, images: Inputs) -> Tensor:
         if self.cached:

@@ -8,12 +8,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import StepLR
 
 from ..errors import ProtocolFailed
 from ..linearize.backbone import check_shared_expansion, joint_features_from_prefix
-from ._base import ProtocolClassifier, build_optimizer
-from .gradfeat import GradFeatProtocol
+from ._base import ProtocolClassifier
+from .gradfeat import GradfeatClassifier
 
 
 #: Per-step training metrics the shared pass does not log: each log call costs
@@ -44,20 +43,30 @@ class JointLinearModels(LightningModule):
         members: Protocol name -> a constructed, probe-initialised cached member.
     """
 
-    def __init__(self, members: Dict[str, GradFeatProtocol]) -> None:
+    def __init__(self, members: Dict[str, GradfeatClassifier]) -> None:
         super().__init__()
         first = next(iter(members.values()))
         if not all(m.cached for m in members.values()):
             raise ValueError("joint training reads cached θ1 outputs only")
-        if len({m.optimizer_name for m in members.values()}) != 1:
-            raise ValueError("joint training needs one optimiser for every member")
+        settings = {
+            (m.optimizer_name, m.betas, m.weight_decay, m.momentum, m.lr_decay,
+             m.lr_decay_every, m.seed)
+            for m in members.values()
+        }
+        if len(settings) != 1:
+            raise ValueError(
+                "joint training needs one optimiser, schedule and seed for every member"
+            )
+        if any(m.clip_grad_norm() for m in members.values()):
+            # Clipping the norm of the summed gradient would couple the models.
+            raise ValueError("joint training does not clip gradients")
         if not check_shared_expansion([m.model for m in members.values()]):
             raise ValueError("the members do not expand the same network")
         self.members = nn.ModuleDict(members)
-        self.cfg = first.cfg
+        self.seed = first.seed
         self.failures: Dict[str, ProtocolFailed] = {}
 
-    def _active(self) -> List[Tuple[str, GradFeatProtocol]]:
+    def _active(self) -> List[Tuple[str, GradfeatClassifier]]:
         return [(n, m) for n, m in self.members.items() if n not in self.failures]
 
     def setup(self, stage: str) -> None:
@@ -70,7 +79,7 @@ class JointLinearModels(LightningModule):
 
     @contextlib.contextmanager
     def _as_member(
-        self, prefix: str, member: GradFeatProtocol, logits: Tensor
+        self, prefix: str, member: GradfeatClassifier, logits: Tensor
     ) -> Iterator[None]:
         """Let ``member`` run its own step on logits computed here, logging through
         this module under ``prefix/``."""
@@ -124,10 +133,6 @@ class JointLinearModels(LightningModule):
             params = [p for p in member.get_trainable_parameters() if p.requires_grad]
             groups.append({"params": params, "lr": member.get_effective_lr()})
         first = next(iter(self.members.values()))
-        optimizer = build_optimizer(
-            first.optimizer_name, groups, groups[0]["lr"], self.cfg  # type: ignore[arg-type]
-        )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        step_size = max(1, round(total_steps * self.cfg.TRAIN.LR_DECAY_EVERY))
-        scheduler = StepLR(optimizer, step_size, gamma=self.cfg.TRAIN.LR_DECAY)
+        optimizer = first.build_optimizer(groups, groups[0]["lr"])
+        scheduler = first.build_scheduler(optimizer)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]

@@ -3,57 +3,57 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
-from fvcore.common.config import CfgNode
 from lightly.utils.benchmarking import KNNClassifier
 from torch import Tensor, nn
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from ..linearize import LinearizedBackbone
-from ..linearize._split import SplitSpec
-from ._base import check_finite, check_task
+from ._base import check_finite, check_task, feature_topk, plain
 
 
-class KNNProtocol(KNNClassifier):
+class KNNFeatureClassifier(KNNClassifier):
     """Weighted kNN (InstDisc/MoCo style) through ``Trainer.validate``.
 
-    The first validation dataloader gives the training set (the feature bank), the
-    second the evaluation set. Multi-class runs log lightly's ``val_knn_top1`` and
+    lightly's ``KNNClassifier`` arguments, then plain keywords. The first
+    validation dataloader gives the training set (the feature bank), the second the
+    evaluation set. Multi-class runs log lightly's ``val_knn_top1`` and
     ``val_knn_top5``. Multi-label runs score each label by the similarity-weighted
     vote of the ``k`` neighbours and log ``val_knn_map``.
 
     Args:
-        model: Backbone (forward returns ``(B, d)``); unused when ``cached``.
+        model: Backbone (forward returns ``(B, d)``; copied); unused when ``cached``.
         num_classes: Number of classes (labels, for multi-label tasks).
-        cfg: The run's config (``cfg.KNN``).
+        knn_k: Number of neighbours.
+        knn_t: Temperature of the similarity weights.
+        topk: Top-k accuracies to log (capped at ``num_classes``).
+        normalize: L2-normalise features before the neighbour search.
         task: ``multiclass`` or ``multilabel``.
         cached: Inputs are pooled features ``f`` instead of images.
-        optimizer: Ignored (kNN does not train); accepted for a uniform signature.
-        split: Ignored; accepted for a uniform signature.
-        batch_size_per_device: Ignored; accepted for a uniform signature.
 
     >>> from gradfeat_plugin.backbones.bigan import BiGANEncoder
-    >>> from gradfeat_plugin.config import get_cfg
-    >>> knn = KNNProtocol(BiGANEncoder(width=8), num_classes=10, cfg=get_cfg())
+    >>> knn = KNNFeatureClassifier(BiGANEncoder(width=8), num_classes=10)
     >>> knn(torch.randn(2, 3, 32, 32)).shape
     torch.Size([2, 64])
     """
 
     cache = "features"
     needs_probe = False
+    standardizes_features = False
 
     def __init__(
         self,
         model: nn.Module,
         num_classes: int,
-        cfg: CfgNode,
+        knn_k: int = 20,
+        knn_t: float = 0.1,
+        topk: Sequence[int] = (1, 5),
+        normalize: bool = True,
+        *,
         task: str = "multiclass",
         cached: bool = False,
-        optimizer: str | None = None,
-        split: SplitSpec = None,
-        batch_size_per_device: int | None = None,
     ) -> None:
         check_task(task)
         if isinstance(model, LinearizedBackbone):
@@ -61,17 +61,22 @@ class KNNProtocol(KNNClassifier):
         super().__init__(
             model=None if cached else copy.deepcopy(model).eval(),
             num_classes=num_classes,
-            knn_k=cfg.KNN.K,
-            knn_t=cfg.KNN.TEMPERATURE,
+            knn_k=knn_k,
+            knn_t=knn_t,
             train_dataloader_idx=0,
             val_dataloader_idx=1,
-            topk=tuple(sorted({1, min(5, num_classes)})),
-            normalize=cfg.KNN.NORMALIZE,
+            topk=feature_topk(topk, num_classes),
+            normalize=normalize,
         )
         self.task = task
         self.cached = cached
         if task == "multilabel":
             self.val_map = MultilabelAveragePrecision(num_labels=num_classes)
+        self.hparams.clear()
+        self.save_hyperparameters(
+            dict(num_classes=num_classes, knn_k=knn_k, knn_t=knn_t, topk=plain(topk),
+                 normalize=normalize, task=task, cached=cached)
+        )
 
     @property
     def metric_name(self) -> str:
@@ -79,12 +84,7 @@ class KNNProtocol(KNNClassifier):
         return "val_knn_map" if self.task == "multilabel" else "val_knn_top1"
 
     @classmethod
-    def optimizer_names(cls, cfg: CfgNode) -> list[str]:
-        """kNN has no optimiser; one run."""
-        return [""]
-
-    @classmethod
-    def can_cache(cls, cfg: CfgNode) -> bool:
+    def can_cache(cls, **kwargs: Any) -> bool:
         """kNN always reads pooled features."""
         return True
 

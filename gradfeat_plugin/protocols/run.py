@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import resource
 import time
@@ -11,27 +12,27 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
-from fvcore.common.config import CfgNode
 from lightly.utils.benchmarking import KNNClassifier
 from pytorch_lightning import LightningModule, Trainer, seed_everything
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..config.protocol_kwargs import run_settings
 from ..errors import GradfeatError, ProtocolFailed
 from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import (
     ITERABLE_LEN_WARNING,
     CachedInputs,
-    CachePolicy,
     EpochShuffle,
     FrozenOutputs,
     cached_loader,
     default_num_workers,
 )
 from ._registry import get_protocol_class
-from .gradfeat import GradFeatProtocol
+from .gradfeat import GradfeatClassifier
 from .joint import JointLinearModels
+from .settings import RunSettings, TrainerSettings
 
 #: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
 ALL_PROTOCOLS = ("linear", "grad", "gradfeat", "finetune", "knn")
@@ -96,22 +97,22 @@ def metric_name(cls: type, task: str) -> str:
     return f"val_knn_{kind}" if issubclass(cls, KNNClassifier) else f"val_{kind}"
 
 
-def build_trainer(cfg: CfgNode, progress: bool = True) -> Trainer:
-    """A Lightning Trainer built from ``cfg.TRAINER`` and ``cfg.TRAIN``, quiet.
+def build_trainer(settings: TrainerSettings, progress: bool = True) -> Trainer:
+    """A quiet Lightning Trainer (no logger, no checkpoints, no sanity check).
 
     Args:
-        cfg: The run's config.
+        settings: Epochs, devices, strategy and precision.
         progress: Show Lightning's progress bar.
     """
-    epochs = cfg.TRAIN.EPOCHS
+    epochs = settings.epochs
     return Trainer(
         max_epochs=epochs,
-        accelerator=cfg.TRAINER.ACCELERATOR,
-        devices=cfg.TRAINER.DEVICES,
-        num_nodes=cfg.TRAINER.NUM_NODES,
-        strategy=cfg.TRAINER.STRATEGY,
-        precision=cfg.TRAINER.PRECISION,
-        check_val_every_n_epoch=cfg.TRAIN.VAL_EVERY_N_EPOCHS or epochs,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+        precision=settings.precision,
+        check_val_every_n_epoch=settings.val_every_n_epochs or epochs,
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
@@ -146,6 +147,17 @@ def _scalar_metrics(trainer: Trainer) -> dict[str, float]:
     }
 
 
+def _trainable_parameters(module: LightningModule) -> int:
+    """Scalars a protocol trains: its own count, else those of lightly's
+    ``get_trainable_parameters``, else those requiring a gradient."""
+    count = getattr(module, "num_trainable_parameters", None)
+    if count is not None:
+        return int(count())
+    trainable = getattr(module, "get_trainable_parameters", None)
+    params = trainable() if trainable is not None else module.parameters()
+    return sum(p.numel() for p in params if p.requires_grad)
+
+
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -156,21 +168,21 @@ class _ProtocolRun:
     """Shared state of one ``run_protocols`` call: θ1's stored outputs and ω̄."""
 
     def __init__(
-        self, backbone: Any, data: Any, cfg: CfgNode, progress: bool
+        self, backbone: Any, data: Any, settings: RunSettings, progress: bool
     ) -> None:
         check_task(data.task)
-        self.backbone, self.data, self.cfg = backbone, data, cfg
+        self.backbone, self.data, self.settings = backbone, data, settings
         self.progress = progress
         try:
             self.split = resolve_split(
-                backbone.model, list(cfg.MODEL.SPLIT or backbone.split) or None
+                backbone.model, list(settings.split or backbone.split) or None
             )
         except ValueError as exc:
             raise GradfeatError(
                 f"bad θ2 split: {exc}; pick module names of the model"
             ) from exc
-        self.policy = CachePolicy.from_cfg(cfg)
-        self.use_cache = self.policy.mode != "off" and not cfg.DATA.AUGMENT
+        self.policy = settings.cache
+        self.use_cache = self.policy.mode != "off" and not settings.augment
         self.frozen: FrozenOutputs | None = None
         self.cached: dict[str, bool] = {}
         # Under DDP each process stores θ1's outputs of its own shard only.
@@ -220,10 +232,23 @@ class _ProtocolRun:
             self._stored(cls.cache, self.data.test, device),
         )
 
-    def _caches(self, cls: type, device: torch.device) -> bool:
+    def _kwargs(self, name: str, optimizer: str | None = None) -> dict[str, Any]:
+        """The keywords of protocol ``name``'s run with ``optimizer`` (the first
+        optimiser's when ``None``)."""
+        runs = self.settings.protocol_kwargs[name]
+        return runs[optimizer] if optimizer in runs else next(iter(runs.values()))
+
+    def optimizers(self, name: str) -> list[str | None]:
+        """The optimisers protocol ``name`` runs with, one run each."""
+        return list(self.settings.protocol_kwargs[name])
+
+    def _caches(self, name: str, cls: type, device: torch.device) -> bool:
         """Whether ``cls`` reads stored inputs: pooled features whenever caching is
         on; θ1's outputs unless the policy chose ``off``."""
-        if not (self.use_cache and cls.can_cache(self.cfg)):
+        # A plugin class without a ``cache`` attribute reads images.
+        if not (self.use_cache and hasattr(cls, "cache")):
+            return False
+        if hasattr(cls, "can_cache") and not cls.can_cache(**self._kwargs(name)):
             return False
         datasets = [self._shard(self.data.train), self._shard(self.data.test)]
         mode = self._frozen_outputs(device).plan(datasets)
@@ -235,15 +260,15 @@ class _ProtocolRun:
             linearized = linearize(
                 self.backbone.model,
                 self.split,
-                fold_bn=self.cfg.MODEL.FOLD_BN,
-                ntk=self.cfg.MODEL.NTK,
-                engine=self.cfg.MODEL.ENGINE,
+                fold_bn=self.settings.fold_bn,
+                ntk=self.settings.ntk,
+                engine=self.settings.engine,
                 input_size=getattr(self.backbone, "input_size", None),
             )
             self.frozen = FrozenOutputs(
                 linearized,
-                self.cfg.TRAIN.CACHE_BATCH_SIZE,
-                default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT),
+                self.settings.cache_batch_size,
+                default_num_workers(self.settings.num_workers, self.settings.augment),
                 device,
                 progress=self.progress,
                 policy=self.policy,
@@ -273,12 +298,12 @@ class _ProtocolRun:
             return cached_loader(
                 dataset, batch_size, shuffle, pin_memory=device.type == "cuda"
             )
-        workers = default_num_workers(self.cfg.DATA.NUM_WORKERS, self.cfg.DATA.AUGMENT)
+        workers = default_num_workers(self.settings.num_workers, self.settings.augment)
         # Workers would draw the order before the epoch is seeded (under DDP
         # Lightning shards a plain shuffled loader with its own sampler).
         sampler = None
         if shuffle and workers > 0 and self.world_size == 1:
-            sampler = EpochShuffle(len(dataset), int(self.cfg.TRAIN.SEED))  # type: ignore[arg-type]
+            sampler = EpochShuffle(len(dataset), self.settings.seed)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -291,52 +316,55 @@ class _ProtocolRun:
 
     def _module(
         self,
-        cls: type,
-        optimizer: str,
+        name: str,
+        optimizer: str | None,
         cached: bool,
         batch_size: int,
         statistics: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> LightningModule:
         """A freshly seeded protocol module, standardised and given ω̄ as it asks."""
-        seed_everything(self.cfg.TRAIN.SEED, workers=True, verbose=False)
-        module = cls(
+        cls = get_protocol_class(name)
+        seed_everything(self.settings.seed, workers=True, verbose=False)
+        given = dict(
             model=self.backbone.model,
             num_classes=self.data.num_classes,
-            cfg=self.cfg,
+            feature_dim=getattr(self.backbone, "num_features", None),
             task=self.data.task,
             cached=cached,
-            optimizer=optimizer or None,
             split=self.split,
             batch_size_per_device=batch_size,
         )
+        accepted = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            given = {k: v for k, v in given.items() if k in accepted}
+        module = cls(**given, **self._kwargs(name, optimizer))
         if statistics is not None:
             module.set_standardization(*statistics)
-        if cls.needs_probe:
+        if getattr(cls, "needs_probe", False):
             module.set_probe(*self.trained_probe())
         return module
 
     def _fit_once(
-        self, name: str, optimizer: str
+        self, name: str, optimizer: str | None
     ) -> tuple[LightningModule, dict[str, float]]:
         cls = get_protocol_class(name)
-        cfg = self.cfg
-        trainer = build_trainer(cfg, self.progress)
+        trainer = build_trainer(self.settings.trainer, self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
         self.rank, self.world_size = trainer.global_rank, trainer.world_size
-        batch_size = max(1, cfg.TRAIN.BATCH_SIZE // world_size)
+        batch_size = max(1, self.settings.batch_size // world_size)
         device = trainer.strategy.root_device
-        standardize = cfg.TRAIN.STANDARDIZE_FEATURES and getattr(
+        standardize = self.settings.standardize and getattr(
             cls, "standardizes_features", False
         )
         # θ1's outputs and the feature statistics come first: building them draws
         # random numbers (the linearisation checks itself), which must not shift
         # the seeded stream, so that the lightly-shaped classifiers, fitted by a
         # user's Trainer, draw the same numbers as this run.
-        cached = self.cached.setdefault(name, self._caches(cls, device))
+        cached = self.cached.setdefault(name, self._caches(name, cls, device))
         statistics = self.feature_statistics(device) if standardize else None
         train, test = self._datasets(cls, cached, device)
-        module = self._module(cls, optimizer, cached, batch_size, statistics)
+        module = self._module(name, optimizer, cached, batch_size, statistics)
         eval_loader = self._loader(test, batch_size, False, cached, device)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached, device)
@@ -352,21 +380,23 @@ class _ProtocolRun:
         """The protocols to train together with ``name`` (empty: train it alone).
 
         ``grad`` and ``gradfeat`` share a pass when the run asks for both, reads
-        cached θ1 outputs and gives both one optimiser.
+        cached θ1 outputs and trains each with one and the same optimiser
+        (:class:`JointLinearModels` checks the rest when it is built).
         """
         if name not in JOINT_PROTOCOLS or not set(JOINT_PROTOCOLS) <= set(self.planned):
             return ()
         classes = [get_protocol_class(n) for n in JOINT_PROTOCOLS]
         if not self.use_cache or not all(
-            issubclass(c, GradFeatProtocol) and c.can_cache(self.cfg) for c in classes
+            issubclass(c, GradfeatClassifier) and c.can_cache(**self._kwargs(n))
+            for n, c in zip(JOINT_PROTOCOLS, classes)
         ):
             return ()
-        if len({tuple(c.optimizer_names(self.cfg)) for c in classes}) != 1:
+        if any(self.optimizers(n) != self.optimizers(name) for n in JOINT_PROTOCOLS):
             return ()
-        if len(classes[0].optimizer_names(self.cfg)) != 1:
+        if len(self.optimizers(name)) != 1:
             return ()
         # Clipping the norm of the summed gradient would couple the two models.
-        if float(self.cfg.TRAIN.get("CLIP_GRAD_NORM", 0.0)) > 0:
+        if any(self._kwargs(n).get("clip_grad_norm") for n in JOINT_PROTOCOLS):
             return ()
         return JOINT_PROTOCOLS
 
@@ -374,23 +404,24 @@ class _ProtocolRun:
         self, names: Sequence[str]
     ) -> tuple[JointLinearModels, dict[str, float]] | None:
         """Train ``names`` in one pass; ``None`` when it cannot (several processes)."""
-        cfg = self.cfg
-        trainer = build_trainer(cfg, self.progress)
+        trainer = build_trainer(self.settings.trainer, self.progress)
         if trainer.num_devices * trainer.num_nodes > 1:
             return None
         self.is_global_zero = trainer.is_global_zero
         device = trainer.strategy.root_device
-        batch_size = max(1, cfg.TRAIN.BATCH_SIZE)
+        batch_size = max(1, self.settings.batch_size)
         classes = [get_protocol_class(n) for n in names]
-        standardize = cfg.TRAIN.STANDARDIZE_FEATURES
-        cached = [self.cached.setdefault(n, self._caches(c, device)) for n, c in zip(names, classes)]
+        cached = [
+            self.cached.setdefault(n, self._caches(n, c, device))
+            for n, c in zip(names, classes)
+        ]
         if not all(cached):
             return None  # the cache policy chose to recompute θ1
-        statistics = self.feature_statistics(device) if standardize else None
+        statistics = self.feature_statistics(device) if self.settings.standardize else None
         train, test = self._datasets(classes[0], True, device)
         members = {
-            name: self._module(cls, cls.optimizer_names(cfg)[0], True, batch_size, statistics)
-            for name, cls in zip(names, classes)
+            name: self._module(name, self.optimizers(name)[0], True, batch_size, statistics)
+            for name in names
         }
         try:
             joint = JointLinearModels(members)
@@ -426,7 +457,7 @@ class _ProtocolRun:
             cls = get_protocol_class(name)
             runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
             failures: dict[str, ProtocolFailed] = {}
-            optimizer = cls.optimizer_names(self.cfg)[0]
+            optimizer = self.optimizers(name)[0] or ""
             if probe_failure is not None:
                 failures[""] = probe_failure
             else:
@@ -484,16 +515,16 @@ class _ProtocolRun:
         failures: dict[str, ProtocolFailed] = {}
         with _quiet(self.progress):
             try:
-                if cls.needs_probe:
+                if getattr(cls, "needs_probe", False):
                     self.trained_probe()
             except ProtocolFailed as exc:
                 failures[""] = exc
             else:
-                for optimizer in cls.optimizer_names(self.cfg):
+                for optimizer in self.optimizers(name):
                     try:
-                        runs[optimizer] = self._fit_once(name, optimizer)
+                        runs[optimizer or ""] = self._fit_once(name, optimizer)
                     except ProtocolFailed as exc:
-                        failures[optimizer] = exc
+                        failures[optimizer or ""] = exc
         wall_time = time.perf_counter() - start
         return self._result(name, cls, runs, failures, wall_time)
 
@@ -508,14 +539,14 @@ class _ProtocolRun:
     ) -> ProtocolResult:
         """The result row of protocol ``name`` from its optimiser runs and failures."""
         values = {}
+        metric = metric_name(cls, self.data.task)
         for optimizer, (module, metrics) in runs.items():
-            value = metrics.get(module.metric_name)
+            metric = getattr(module, "metric_name", metric)
+            value = metrics.get(metric)
             if value is None:
-                raise GradfeatError(
-                    f"{name} produced no {module.metric_name}; check the data"
-                )
+                raise GradfeatError(f"{name} produced no {metric}; check the data")
             if value != value:
-                failures[optimizer] = ProtocolFailed(f"{module.metric_name} is nan")
+                failures[optimizer] = ProtocolFailed(f"{metric} is nan")
             else:
                 values[optimizer] = value
         extra: dict[str, Any] = {"split": list(self.split), **(shared or {})}
@@ -535,13 +566,13 @@ class _ProtocolRun:
             extra.update(optimizer=best, values_by_optimizer=values)
         return ProtocolResult(
             protocol=name,
-            metric=module.metric_name,
+            metric=metric,
             value=values[best],
-            epochs=0 if isinstance(module, KNNClassifier) else self.cfg.TRAIN.EPOCHS,
-            seed=int(self.cfg.TRAIN.SEED),
+            epochs=0 if isinstance(module, KNNClassifier) else self.settings.trainer.epochs,
+            seed=self.settings.seed,
             wall_time_s=wall_time,
             peak_memory_bytes=_peak_memory(module.device),
-            trainable_params=module.num_trainable_parameters(),
+            trainable_params=_trainable_parameters(module),
             extra=extra,
         )
 
@@ -563,8 +594,8 @@ class _ProtocolRun:
             protocol=name,
             metric=metric_name(cls, self.data.task),
             value=None,
-            epochs=self.cfg.TRAIN.EPOCHS,
-            seed=int(self.cfg.TRAIN.SEED),
+            epochs=self.settings.trainer.epochs,
+            seed=self.settings.seed,
             wall_time_s=wall_time,
             peak_memory_bytes=_peak_memory(torch.device("cpu")),
             trainable_params=0,
@@ -578,15 +609,23 @@ class _ProtocolRun:
 
 
 def iter_protocols(
-    names: Sequence[str], backbone: Any, data: Any, cfg: CfgNode, progress: bool = True
+    names: Sequence[str],
+    backbone: Any,
+    data: Any,
+    cfg: Any,
+    progress: bool = True,
 ) -> Iterator[ProtocolResult]:
     """Like :func:`run_protocols`, yielding each result as soon as it is finished.
 
     A caller that stores each result as it comes keeps the finished protocols when
     a later one fails or the run is interrupted.
     """
-    run = _ProtocolRun(backbone, data, cfg, progress)
+    settings = cfg if isinstance(cfg, RunSettings) else run_settings(cfg, names)
+    run = _ProtocolRun(backbone, data, settings, progress)
     run.planned = expand_protocols(names)
+    missing = [n for n in {*run.planned, PROBE_PROTOCOL} if n not in settings.protocol_kwargs]
+    if missing:
+        raise GradfeatError(f"the run's settings have no keywords for {', '.join(missing)}")
     try:
         for name in run.planned:
             result = run.run(name)
@@ -597,7 +636,11 @@ def iter_protocols(
 
 
 def run_protocols(
-    names: Sequence[str], backbone: Any, data: Any, cfg: CfgNode, progress: bool = True
+    names: Sequence[str],
+    backbone: Any,
+    data: Any,
+    cfg: Any,
+    progress: bool = True,
 ) -> list[ProtocolResult]:
     """Evaluate ``backbone`` on ``data`` with each protocol in ``names``.
 
@@ -612,7 +655,10 @@ def run_protocols(
         backbone: A ``gradfeat_plugin.backbones.Backbone`` (``model``, ``split``).
         data: A ``gradfeat_plugin.data.DatasetSplits`` (``train``, ``test``,
             ``num_classes``, ``task``).
-        cfg: The run's config (``get_cfg()`` plus overrides).
+        cfg: The run's merged config (``get_cfg()`` plus overrides), turned into
+            every protocol's plain keywords by
+            :func:`~gradfeat_plugin.config.protocol_kwargs.run_settings`; or those
+            :class:`RunSettings` themselves.
         progress: Show Lightning's progress bars and info lines.
 
     Returns:

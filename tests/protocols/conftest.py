@@ -19,6 +19,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.config import get_cfg
+from gradfeat_plugin.config.protocol_kwargs import protocol_kwargs
+from gradfeat_plugin.protocols import get_protocol_class
 
 NUM_TRAIN = 1400
 IMG_SIZE = 16
@@ -112,6 +114,14 @@ def make_cfg(epochs: int = 3) -> CfgNode:
     cfg.TRAINER.ACCELERATOR = "cpu"
     cfg.FINETUNE.OPTIMIZERS = ["adam"]
     return cfg
+
+
+def build(name: str, model: nn.Module, num_classes: int, cfg: CfgNode,
+          optimizer: str | None = None, **kwargs):
+    """Protocol ``name`` built as ``run_protocols`` builds it from ``cfg``
+    (``kwargs`` add to or override the config's keywords)."""
+    keywords = {**protocol_kwargs(cfg, name, optimizer), **kwargs}
+    return get_protocol_class(name)(model=model, num_classes=num_classes, **keywords)
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import torch
 
 from gradfeat_plugin import linearize
 from gradfeat_plugin.errors import GradfeatError
-from gradfeat_plugin.protocols import GradFeatProtocol, GradProtocol, run_protocols
+from gradfeat_plugin.config.protocol_kwargs import protocol_kwargs
+from gradfeat_plugin.protocols import GradfeatClassifier, run_protocols
 
-from .conftest import make_cfg
+from .conftest import build, make_cfg
 
 
 def _with(cfg, **ablation):
@@ -23,11 +24,13 @@ def _with(cfg, **ablation):
 def test_activations_stay_pretrained_while_the_jvp_is_ablated(backbone, part):
     cfg = _with(make_cfg(), **{part: "random"})
     x = torch.randn(4, 3, 16, 16)
-    ablated = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split)
-    plain = GradFeatProtocol(backbone.model, 10, make_cfg(), split=backbone.split)
+    ablated = build("gradfeat", backbone.model, 10, cfg, split=backbone.split)
+    plain = build("gradfeat", backbone.model, 10, make_cfg(), split=backbone.split)
     # θ1's stored outputs serve a re-initialised θ2, not a re-initialised θ1.
-    assert GradFeatProtocol.can_cache(cfg) == (part == "THETA2")
-    assert GradFeatProtocol.can_cache(make_cfg())
+    assert GradfeatClassifier.can_cache(**protocol_kwargs(cfg, "gradfeat")) == (
+        part == "THETA2"
+    )
+    assert GradfeatClassifier.can_cache(**protocol_kwargs(make_cfg(), "gradfeat"))
     for module in (ablated, plain):
         with torch.no_grad():
             for _, t in module.model.named_tangents():
@@ -41,12 +44,12 @@ def test_activations_stay_pretrained_while_the_jvp_is_ablated(backbone, part):
 
 def test_random_probe_only_changes_the_gradient_term(backbone):
     cfg = _with(make_cfg(), PROBE="random")
-    module = GradProtocol(backbone.model, 10, cfg, split=backbone.split)
+    module = build("grad", backbone.model, 10, cfg, split=backbone.split)
     weight, bias = torch.randn(10, backbone.num_features), torch.randn(10)
     module.set_probe(weight, bias)
     assert not torch.equal(module.model.probe_weight, weight)
     assert torch.equal(module.model.head.weight, weight)
-    again = GradProtocol(backbone.model, 10, cfg, split=backbone.split)
+    again = build("grad", backbone.model, 10, cfg, split=backbone.split)
     again.set_probe(weight, bias)
     assert torch.equal(again.model.probe_weight, module.model.probe_weight)
 
@@ -74,8 +77,8 @@ def test_random_theta2_reads_the_pretrained_theta1_outputs(backbone):
     boundary is the pretrained network's, so its cache serves the ablation."""
     cfg = _with(make_cfg(), THETA2="random")
     x = torch.randn(4, 3, 16, 16)
-    ablated = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split).model
-    plain = GradFeatProtocol(backbone.model, 10, make_cfg(), split=backbone.split).model
+    ablated = build("gradfeat", backbone.model, 10, cfg, split=backbone.split).model
+    plain = build("gradfeat", backbone.model, 10, make_cfg(), split=backbone.split).model
     assert ablated.activation_model is None and ablated.activation_suffix is not None
     boundary = plain.forward_prefix(x)
     assert all(torch.equal(a, b) for a, b in zip(ablated.forward_prefix(x), boundary))

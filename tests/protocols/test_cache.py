@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from gradfeat_plugin.config.protocol_kwargs import run_settings
 from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.protocols import _cache, run_protocols
 from gradfeat_plugin.protocols._base import epoch_seed
@@ -109,7 +110,7 @@ def test_cache_features_false_is_off():
     cfg = make_cfg()
     cfg.TRAIN.CACHE_FEATURES = False
     cfg.DATA.CACHE = "disk"
-    assert CachePolicy.from_cfg(cfg).mode == "off"
+    assert run_settings(cfg, ["linear"]).cache.mode == "off"
 
 
 @pytest.mark.parametrize("mapped", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from lightly.utils.benchmarking import LinearClassifier
 from pytorch_lightning import Trainer, seed_everything
 from torch import nn
@@ -15,7 +16,7 @@ from gradfeat_plugin import (
     run_protocols,
 )
 
-from .conftest import make_cfg
+from .conftest import build, make_cfg
 
 EPOCHS = 2
 
@@ -88,10 +89,52 @@ def test_a_lightly_probe_and_plain_hyperparameters(backbone, digits):
     assert probe_value > 0.5
     with pytest.raises(ValueError, match="feature_dim=2048 but the model's features have 64"):
         GradfeatClassifier(backbone.model, 64, feature_dim=2048, num_classes=10)
-    with pytest.raises(TypeError, match="unknown hyperparameters momentun"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'momentun'"):
         FinetuneClassifier(backbone.model, 64, num_classes=10, momentun=0.9)
     sgd = FinetuneClassifier(backbone.model, 64, lr=0.01, num_classes=10,
                              optimizer="sgd", weight_decay=1e-4)
-    assert (sgd.cfg.SGD.WEIGHT_DECAY, sgd.hparams["weight_decay"]) == (1e-4, 1e-4)
+    optimizer = sgd.build_optimizer(list(sgd.parameters()), 0.01)
+    assert (type(optimizer).__name__, optimizer.defaults["weight_decay"]) == ("SGD", 1e-4)
+    assert sgd.hparams["weight_decay"] == 1e-4
     plain = (int, float, str, bool, list, type(None))
     assert all(isinstance(v, plain) for v in sgd.hparams.values())
+
+
+def _metric(metrics, name: str) -> float:
+    """``name`` among Lightning's metrics (kNN's carry a dataloader suffix)."""
+    return next(float(v) for k, v in metrics.items() if k.split("/")[0] == name)
+
+
+@pytest.mark.parametrize("name", ["linear", "grad", "gradfeat", "finetune", "knn"])
+def test_every_protocol_reloads_from_its_checkpoint(name, backbone, digits, tmp_path):
+    cfg = make_cfg(epochs=1)
+    seed_everything(0)
+    # kNN takes neither (lightly's KNNClassifier arguments).
+    extra = {} if name == "knn" else dict(split=backbone.split, batch_size_per_device=64)
+    module = build(name, backbone.model, 10, cfg, **extra)
+    plain = (int, float, str, bool, list, type(None))
+    assert all(isinstance(v, plain) for v in module.hparams.values()), module.hparams
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0)
+    train = DataLoader(digits.train, batch_size=64)
+    test = DataLoader(digits.test, batch_size=64)
+    if name == "knn":
+        loaders = [train, test]
+        metric = "val_knn_top1"
+        trainer.validate(module, loaders, verbose=False)
+    else:
+        if name in ("grad", "gradfeat"):
+            module.set_probe(torch.randn(10, 64) * 0.1, torch.zeros(10))
+        loaders, metric = test, "val_top1"
+        trainer.fit(module, train, test)
+    value = _metric(trainer.callback_metrics, metric)
+    assert value > 0.2  # chance is 0.1
+    path = tmp_path / f"{name}.ckpt"
+    trainer.save_checkpoint(path)
+    reloaded = type(module).load_from_checkpoint(path, model=backbone.model,
+                                                 weights_only=True)
+    assert dict(reloaded.hparams) == dict(module.hparams)
+    metrics = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False).validate(reloaded, loaders, verbose=False)
+    assert _metric(metrics[-1], metric) == pytest.approx(value, abs=1e-6)

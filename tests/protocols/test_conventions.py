@@ -16,15 +16,12 @@ from gradfeat_plugin.config import load_config
 from gradfeat_plugin.linearize import NTKLinear, linearize
 from gradfeat_plugin.protocols import (
     CachedInputs,
-    FinetuneProtocol,
     FrozenOutputs,
-    GradFeatProtocol,
-    GradProtocol,
-    LinearProtocol,
     build_optimizer,
+    get_protocol_class,
 )
 
-from .conftest import make_cfg
+from .conftest import build, make_cfg
 
 
 def _trainer(callbacks=(), batches: int | None = None) -> Trainer:
@@ -88,16 +85,15 @@ def test_gradfeat_with_an_ntk_head_starts_at_the_probe_exactly(
 ):
     cfg = _ntk_cfg()
     seed_everything(0, verbose=False)
-    probe = LinearProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    probe = build("linear", backbone.model, 10, cfg, cached=True, split=backbone.split)
     assert isinstance(probe.classification_head, NTKLinear)
     _trainer().fit(probe, DataLoader(frozen.features(digits.train), batch_size=64))
     weight, bias = probe.probe()
     head = probe.classification_head
     assert torch.equal(weight, head.weight * math.sqrt(1 / 10))
     assert torch.equal(bias, head.bias * math.sqrt(0.1))
-    gradfeat = GradFeatProtocol(
-        backbone.model, 10, cfg, cached=True, split=backbone.split
-    )
+    gradfeat = build("gradfeat", backbone.model, 10, cfg, cached=True,
+                     split=backbone.split)
     gradfeat.set_probe(weight, bias)
     assert isinstance(gradfeat.model.head, NTKLinear)
     # ω̄ is the effective weight; the JVP term reads it.
@@ -110,7 +106,7 @@ def test_gradfeat_with_an_ntk_head_starts_at_the_probe_exactly(
 
 def _one_adam_step(head_is_ntk: bool, backbone, features, labels, start):
     cfg = _ntk_cfg() if head_is_ntk else make_cfg()
-    module = LinearProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    module = build("linear", backbone.model, 10, cfg, cached=True, split=backbone.split)
     head = module.classification_head
     if head_is_ntk:
         head.set_effective(*start)
@@ -119,7 +115,7 @@ def _one_adam_step(head_is_ntk: bool, backbone, features, labels, start):
             head.weight.copy_(start[0])
             head.bias.copy_(start[1])
     before = module(features)
-    optimizer = build_optimizer("adam", module.get_trainable_parameters(), 1e-3, cfg)
+    optimizer = build_optimizer("adam", module.get_trainable_parameters(), 1e-3)
     F.cross_entropy(before, labels).backward()
     optimizer.step()
     with torch.no_grad():
@@ -148,11 +144,11 @@ def test_grad_without_bias_trains_no_bias_and_starts_at_zero(backbone, digits, f
     cfg.GRAD.BIAS = False
     weight, bias = torch.randn(10, backbone.num_features) * 0.1, torch.ones(10)
     boundary = frozen.boundary(digits.test).inputs
-    with_bias = GradProtocol(backbone.model, 10, make_cfg(), cached=True,
-                             split=backbone.split)
+    with_bias = build("grad", backbone.model, 10, make_cfg(), cached=True,
+                      split=backbone.split)
     with_bias.set_probe(weight, bias)
     seed_everything(0, verbose=False)
-    module = GradProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    module = build("grad", backbone.model, 10, cfg, cached=True, split=backbone.split)
     module.set_probe(weight, bias)
     with torch.no_grad():
         assert torch.equal(with_bias(boundary), bias.expand(len(boundary[0]), 10))
@@ -197,20 +193,20 @@ def _repo_cfg():
 
 
 @pytest.mark.parametrize(
-    "cls, cache, lr, clip",
+    "name, cache, lr, clip",
     [
-        (LinearProtocol, "features", 0.01, 10.0),
-        (GradProtocol, "boundary", 0.1, 10.0),
-        (GradFeatProtocol, "boundary", 0.1, 10.0),
-        (FinetuneProtocol, "boundary", 0.001, 10.0),
+        ("linear", "features", 0.01, 10.0),
+        ("grad", "boundary", 0.1, 10.0),
+        ("gradfeat", "boundary", 0.1, 10.0),
+        ("finetune", "boundary", 0.001, 10.0),
     ],
 )
-def test_authors_optimiser_reaches_each_protocol(backbone, digits, frozen, cls, cache,
+def test_authors_optimiser_reaches_each_protocol(backbone, digits, frozen, name, cache,
                                                  lr, clip):
     cfg = _repo_cfg()
     seed_everything(0, verbose=False)
-    module = cls(backbone.model, 10, cfg, cached=True, split=backbone.split)
-    if cls.needs_probe:
+    module = build(name, backbone.model, 10, cfg, cached=True, split=backbone.split)
+    if get_protocol_class(name).needs_probe:
         module.set_probe(torch.randn(10, backbone.num_features), torch.zeros(10))
     data = getattr(frozen, cache)(digits.train)
     # Inputs scaled up so that the first gradient is far above the clipping norm.
@@ -230,7 +226,7 @@ def test_authors_optimiser_reaches_each_protocol(backbone, digits, frozen, cls, 
 def test_without_clipping_the_gradient_is_left_alone(backbone, digits, frozen):
     cfg = _repo_cfg()
     cfg.TRAIN.CLIP_GRAD_NORM = 0.0
-    module = LinearProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    module = build("linear", backbone.model, 10, cfg, cached=True, split=backbone.split)
     data = frozen.features(digits.train)
     seen = _Seen()
     loader = DataLoader(CachedInputs(data.inputs * 50, data.targets), batch_size=128)

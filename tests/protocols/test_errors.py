@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightly.utils.benchmarking import LinearClassifier
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from gradfeat_plugin.errors import GradfeatError
 from gradfeat_plugin.protocols import (
-    FinetuneProtocol,
-    LinearProtocol,
+    FinetuneClassifier,
+    LinearProbeClassifier,
     _registry,
     create_protocol,
     get_protocol_class,
@@ -18,12 +20,12 @@ from gradfeat_plugin.protocols import (
     run_protocols,
 )
 
-from .conftest import Splits
+from .conftest import Splits, build
 
 
 def test_builtins_come_from_entry_points():
     assert list_protocols() == ["finetune", "grad", "gradfeat", "knn", "linear"]
-    assert get_protocol_class("linear") is LinearProtocol
+    assert get_protocol_class("linear") is LinearProbeClassifier
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -35,16 +37,52 @@ def test_register_once(monkeypatch, backbone, cfg):
     list_protocols()
     monkeypatch.setattr(_registry, "_registry", dict(_registry._registry))
     with pytest.raises(GradfeatError, match="already registered"):
-        register_protocol("linear", LinearProtocol)
+        register_protocol("linear", LinearProbeClassifier)
 
-    class WiderProbe(LinearProtocol):
+    class WiderProbe(LinearProbeClassifier):
         pass
 
     register_protocol("wider", WiderProbe)
     assert "wider" in list_protocols()
-    probe = create_protocol("wider", model=backbone.model, num_classes=3, cfg=cfg)
+    probe = create_protocol("wider", model=backbone.model, num_classes=3)
     assert isinstance(probe, WiderProbe)
     assert probe(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
+
+
+class MLPProbe(LinearClassifier):
+    """A plugin protocol written to the plain signature: lightly's LinearClassifier
+    with a hidden layer."""
+
+    def __init__(self, model, batch_size_per_device, lr=0.1, feature_dim=2048,
+                 num_classes=1000, topk=(1, 5), hidden=32):
+        super().__init__(model, batch_size_per_device, lr, feature_dim, num_classes, topk)
+        self.classification_head = nn.Sequential(
+            nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+
+def test_a_plugin_protocol_with_plain_arguments_runs(monkeypatch, backbone, digits, cfg):
+    list_protocols()
+    monkeypatch.setattr(_registry, "_registry", dict(_registry._registry))
+    register_protocol("mlp", MLPProbe)
+    cfg.TRAIN.LR = 0.5
+    mlp, linear = run_protocols(["mlp", "linear"], backbone, digits, cfg, progress=False)
+    assert (mlp.protocol, mlp.status, mlp.metric) == ("mlp", "ok", "val_top1")
+    assert mlp.value > 0.5  # chance is 0.1
+    assert mlp.trainable_params == (backbone.num_features + 1) * 32 + 33 * 10
+
+
+def test_a_protocol_written_to_the_old_config_signature_is_refused(monkeypatch):
+    list_protocols()
+    monkeypatch.setattr(_registry, "_registry", dict(_registry._registry))
+
+    class OldStyle(LinearProbeClassifier):
+        def __init__(self, model, num_classes, cfg, task="multiclass", cached=False):
+            super().__init__(model, num_classes=num_classes, task=task, cached=cached)
+
+    register_protocol("old", OldStyle)
+    with pytest.raises(GradfeatError, match=r"takes a config \(cfg\).*plain arguments"):
+        get_protocol_class("old")
 
 
 def test_nan_input_fails_the_protocol_and_its_dependants(backbone, digits, cfg):
@@ -81,11 +119,11 @@ def test_finetune_reports_the_best_optimiser_that_did_not_diverge(backbone, digi
 def test_finetune_clips_the_gradient_norm(monkeypatch, backbone, cfg):
     clipped = []
     monkeypatch.setattr(
-        FinetuneProtocol, "clip_gradients",
+        FinetuneClassifier, "clip_gradients",
         lambda self, optimizer, gradient_clip_val, gradient_clip_algorithm:
             clipped.append((gradient_clip_val, gradient_clip_algorithm)),
     )
-    module = FinetuneProtocol(backbone.model, num_classes=10, cfg=cfg)
+    module = build("finetune", backbone.model, 10, cfg)
     module.configure_gradient_clipping(None)
     assert clipped == [(10.0, "norm")]
 

@@ -7,13 +7,9 @@ from pytorch_lightning import Callback, Trainer, seed_everything
 from torch.utils.data import DataLoader
 
 from gradfeat_plugin.linearize import linearize
-from gradfeat_plugin.protocols import (
-    FinetuneProtocol,
-    FrozenOutputs,
-    GradFeatProtocol,
-    GradProtocol,
-    LinearProtocol,
-)
+from gradfeat_plugin.protocols import FrozenOutputs
+
+from .conftest import build
 
 
 def _trainer(epochs: int = 1, callbacks: list[Callback] | None = None) -> Trainer:
@@ -40,9 +36,9 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_gradfeat_with_zero_w2_is_the_linear_probe_exactly(backbone, digits, cfg):
     seed_everything(0, verbose=False)
     frozen = _frozen(backbone)
-    probe = LinearProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    probe = build("linear", backbone.model, 10, cfg, cached=True, split=backbone.split)
     _trainer().fit(probe, DataLoader(frozen.features(digits.train), batch_size=64))
-    gradfeat = GradFeatProtocol(backbone.model, 10, cfg, cached=True)
+    gradfeat = build("gradfeat", backbone.model, 10, cfg, cached=True)
     gradfeat.set_probe(*probe.probe())
 
     features = frozen.features(digits.test).inputs
@@ -52,7 +48,7 @@ def test_gradfeat_with_zero_w2_is_the_linear_probe_exactly(backbone, digits, cfg
         assert torch.equal(gradfeat(boundary), expected)
         # The uncached path (images in) agrees to rounding.
         images = torch.stack([x for x, _ in digits.test])
-        from_images = GradFeatProtocol(backbone.model, 10, cfg, split=backbone.split)
+        from_images = build("gradfeat", backbone.model, 10, cfg, split=backbone.split)
         from_images.set_probe(*probe.probe())
         assert torch.allclose(from_images(images), expected, atol=1e-5)
 
@@ -65,15 +61,15 @@ def _fit_on_boundary(module, backbone, digits, callbacks=None):
 
 def test_grad_and_gradfeat_train_only_w1_and_w2(backbone, digits, cfg):
     weight, bias = torch.randn(10, backbone.num_features) * 0.1, torch.zeros(10)
-    for cls, trained in [
-        (GradProtocol, {"bias"}),
-        (GradFeatProtocol, {"weight", "bias"}),
+    for name, trained in [
+        ("grad", {"bias"}),
+        ("gradfeat", {"weight", "bias"}),
     ]:
         # The head is w1 (+ bias); lightly's classification_head is the same module.
         heads = ("model.head", "classification_head")
         trained = {f"{m}.{p}" for m in heads for p in trained}
         seed_everything(0, verbose=False)
-        module = cls(backbone.model, 10, cfg, cached=True, split=backbone.split)
+        module = build(name, backbone.model, 10, cfg, cached=True, split=backbone.split)
         module.set_probe(weight, bias)
         before = _snapshot(module)
         _fit_on_boundary(module, backbone, digits)
@@ -81,13 +77,13 @@ def test_grad_and_gradfeat_train_only_w1_and_w2(backbone, digits, cfg):
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         tangents = {k for k in before if k.startswith("model.tangents.")}
         assert tangents and tangents <= changed
-        assert changed == trained | tangents, cls.__name__
+        assert changed == trained | tangents, name
         assert torch.equal(after["model.probe_weight"], weight)
 
 
 def test_finetune_changes_theta2_and_leaves_theta1(backbone, digits, cfg):
     seed_everything(0, verbose=False)
-    module = FinetuneProtocol(backbone.model, 10, cfg, cached=True)
+    module = build("finetune", backbone.model, 10, cfg, cached=True)
     before = _snapshot(module)
     _fit_on_boundary(module, backbone, digits)
     after = _snapshot(module)
@@ -112,7 +108,7 @@ class _LearningRates(Callback):
 
 
 def test_paper_optimiser_and_quarterly_halving(backbone, digits, cfg):
-    module = LinearProtocol(backbone.model, 10, cfg, cached=True, split=backbone.split)
+    module = build("linear", backbone.model, 10, cfg, cached=True, split=backbone.split)
     lrs = _LearningRates()
     frozen = _frozen(backbone)
     _trainer(epochs=2, callbacks=[lrs]).fit(

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.linearize.backbone import joint_features_from_prefix
 from gradfeat_plugin.zoo.archs import SmallResNet
-from gradfeat_plugin.protocols import GradProtocol, run_protocols
+from gradfeat_plugin.protocols import GradClassifier, run_protocols
 
 from .conftest import Splits, make_cfg, make_splits
 
@@ -74,13 +74,13 @@ def test_shared_features_equal_each_backbones_own(backbone, engine, residual):
 
 
 def test_a_diverging_member_leaves_the_other_training(monkeypatch, backbone, digits, joint_and_alone):
-    logits_from_features = GradProtocol.logits_from_features
+    logits_from_features = GradClassifier.logits_from_features
 
     def blows_up_after_a_step(self, features, jvp):
         logits = logits_from_features(self, features, jvp)
         return logits * float("nan") if self.training and self.global_step >= 3 else logits
 
-    monkeypatch.setattr(GradProtocol, "logits_from_features", blows_up_after_a_step)
+    monkeypatch.setattr(GradClassifier, "logits_from_features", blows_up_after_a_step)
     cfg = make_cfg(epochs=2)
     grad, gradfeat = run_protocols(["grad", "gradfeat"], backbone, digits, cfg, progress=False)
     assert (grad.status, grad.value) == ("diverged", None)

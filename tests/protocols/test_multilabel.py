@@ -8,9 +8,9 @@ from pytorch_lightning import Trainer
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from gradfeat_plugin.protocols import CachedInputs, LinearProtocol, run_protocols
+from gradfeat_plugin.protocols import CachedInputs, run_protocols
 
-from .conftest import make_cfg, make_splits
+from .conftest import build, make_cfg, make_splits
 
 
 def test_map_on_a_hand_checked_example(backbone, cfg):
@@ -18,7 +18,7 @@ def test_map_on_a_hand_checked_example(backbone, cfg):
     # Label 1: ranked 0, 0, 1, 1 -> AP = (1/3 + 2/4) / 2 = 5/12.  mAP = 15/24.
     scores = torch.tensor([[0.9, 0.2], [0.8, 0.7], [0.3, 0.6], [0.1, 0.4]])
     targets = torch.tensor([[1, 1], [0, 0], [1, 0], [0, 1]], dtype=torch.float32)
-    probe = LinearProtocol(backbone.model, 2, cfg, task="multilabel", cached=True)
+    probe = build("linear", backbone.model, 2, cfg, task="multilabel", cached=True)
     # Cached "features" that are the scores themselves, read by an identity head.
     probe.classification_head = torch.nn.Linear(2, 2)
     probe.model.standardize = torch.nn.Identity()

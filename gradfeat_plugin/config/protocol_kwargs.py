@@ -1,0 +1,179 @@
+"""The one place the merged config becomes the protocols' plain keywords.
+
+Below this module nothing reads the config: protocol classes, the cache and the
+run take plain values (see :class:`~gradfeat_plugin.protocols.settings.RunSettings`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+from fvcore.common.config import CfgNode
+
+from ..errors import GradfeatError
+
+#: Keywords the run itself gives every protocol (besides those below).
+RUN_KEYWORDS = ("model", "num_classes", "task", "cached", "split", "batch_size_per_device")
+
+
+def _ablation(cfg: CfgNode, key: str) -> bool:
+    value = cfg.ABLATION[key]
+    if value not in ("pretrained", "random"):
+        raise GradfeatError(f"ABLATION.{key} must be pretrained or random, got {value!r}")
+    return value == "random"
+
+
+def _lr(cfg: CfgNode, name: str) -> float:
+    """``TRAIN.LR_BY_PROTOCOL.<NAME>`` when set, else ``TRAIN.LR``."""
+    by_protocol = cfg.TRAIN.get("LR_BY_PROTOCOL") or {}
+    lr = by_protocol.get(name.upper())
+    return cfg.TRAIN.LR if lr is None else lr
+
+
+def _accepts(cls: type) -> tuple[set[str], bool]:
+    """The keyword names ``cls`` takes, and whether it takes any (``**kwargs``)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    names = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return names, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _filtered(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    names, takes_any = _accepts(cls)
+    if takes_any:
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> dict[str, Any]:
+    """The keywords protocol ``name`` is built with under ``cfg``.
+
+    Every protocol gets the optimiser's settings (``lr`` from
+    ``TRAIN.LR_BY_PROTOCOL.<NAME>`` or ``TRAIN.LR``, ``betas``, ``weight_decay`` of
+    the optimiser, ``momentum``, the schedule, clipping, ``seed``) as far as its
+    class takes them; the built-ins get their own keys too (the linearisation,
+    the ablation, fine-tuning's and kNN's sections). The run adds ``model``,
+    ``num_classes``, ``task``, ``cached``, ``split`` and ``batch_size_per_device``.
+
+    Args:
+        cfg: The merged config.
+        name: A registered protocol name.
+        optimizer: The optimiser of this run of the protocol; ``None``:
+            ``TRAIN.OPTIMIZER``.
+
+    >>> from gradfeat_plugin.config import get_cfg
+    >>> cfg = get_cfg()
+    >>> cfg.TRAIN.LR_BY_PROTOCOL.GRADFEAT = 0.1
+    >>> kwargs = protocol_kwargs(cfg, "gradfeat")
+    >>> kwargs["lr"], kwargs["weight_decay"], protocol_kwargs(cfg, "finetune", "sgd")["weight_decay"]
+    (0.1, 1e-06, 5e-05)
+    """
+    from ..protocols import (
+        FinetuneClassifier,
+        GradClassifier,
+        GradfeatClassifier,
+        KNNFeatureClassifier,
+        LinearProbeClassifier,
+        get_protocol_class,
+    )
+
+    cls = get_protocol_class(name)
+    if issubclass(cls, KNNFeatureClassifier):
+        return dict(knn_k=cfg.KNN.K, knn_t=cfg.KNN.TEMPERATURE, normalize=cfg.KNN.NORMALIZE)
+    optimizer = optimizer or cfg.TRAIN.OPTIMIZER
+    kwargs: dict[str, Any] = dict(
+        lr=_lr(cfg, name),
+        optimizer=optimizer,
+        betas=list(cfg.ADAM.BETAS),
+        weight_decay=cfg.SGD.WEIGHT_DECAY if optimizer == "sgd" else cfg.ADAM.WEIGHT_DECAY,
+        momentum=cfg.SGD.MOMENTUM,
+        scale_lr=cfg.TRAIN.SCALE_LR,
+        lr_decay=cfg.TRAIN.LR_DECAY,
+        lr_decay_every=cfg.TRAIN.LR_DECAY_EVERY,
+        clip_grad_norm=float(cfg.TRAIN.get("CLIP_GRAD_NORM", 0.0)),
+        seed=int(cfg.TRAIN.SEED),
+    )
+    if issubclass(cls, (LinearProbeClassifier, GradfeatClassifier)):
+        kwargs.update(
+            fold_bn=cfg.MODEL.FOLD_BN,
+            ntk=cfg.MODEL.NTK,
+            engine=cfg.MODEL.ENGINE,
+            ntk_head=bool(cfg.MODEL.NTK_HEAD),
+        )
+    if issubclass(cls, GradfeatClassifier):
+        kwargs.update(
+            standardize=cfg.TRAIN.STANDARDIZE_FEATURES,
+            random_theta1=_ablation(cfg, "THETA1"),
+            random_theta2=_ablation(cfg, "THETA2"),
+            random_probe=_ablation(cfg, "PROBE"),
+            cache_batch_size=cfg.TRAIN.CACHE_BATCH_SIZE,
+            probe_lr=_lr(cfg, "linear"),
+        )
+    if issubclass(cls, GradClassifier):
+        kwargs["bias"] = bool(cfg.GRAD.BIAS)
+    if issubclass(cls, FinetuneClassifier):
+        kwargs.update(
+            whole_network=bool(cfg.FINETUNE.WHOLE_NETWORK),
+            clip_grad_norm=float(cfg.FINETUNE.CLIP_GRAD_NORM),
+        )
+    return _filtered(cls, kwargs)
+
+
+def protocol_optimizers(cfg: CfgNode, name: str) -> list[str | None]:
+    """The optimisers protocol ``name`` runs with (one run each; the best is
+    reported): ``FINETUNE.OPTIMIZERS`` for fine-tuning, ``TRAIN.OPTIMIZER`` for the
+    others, none for a protocol that takes no ``optimizer`` (kNN)."""
+    from ..protocols import FinetuneClassifier, get_protocol_class
+
+    cls = get_protocol_class(name)
+    names, takes_any = _accepts(cls)
+    if "optimizer" not in names and not takes_any:
+        return [None]
+    if issubclass(cls, FinetuneClassifier):
+        return list(cfg.FINETUNE.OPTIMIZERS)
+    return [cfg.TRAIN.OPTIMIZER]
+
+
+def run_settings(cfg: CfgNode, names: Sequence[str]) -> Any:
+    """The :class:`RunSettings` of a run of protocols ``names`` (``all`` allowed)
+    under ``cfg``; the linear probe's keywords are always included (ω̄ comes from it)."""
+    from ..protocols import CachePolicy, expand_protocols
+    from ..protocols.run import PROBE_PROTOCOL
+    from ..protocols.settings import RunSettings, TrainerSettings
+
+    planned = expand_protocols(names)
+    kwargs = {
+        name: {
+            optimizer: protocol_kwargs(cfg, name, optimizer)
+            for optimizer in protocol_optimizers(cfg, name)
+        }
+        for name in dict.fromkeys([*planned, PROBE_PROTOCOL])
+    }
+    return RunSettings(
+        protocol_kwargs=kwargs,
+        trainer=TrainerSettings(
+            epochs=cfg.TRAIN.EPOCHS,
+            accelerator=cfg.TRAINER.ACCELERATOR,
+            devices=cfg.TRAINER.DEVICES,
+            num_nodes=cfg.TRAINER.NUM_NODES,
+            strategy=cfg.TRAINER.STRATEGY,
+            precision=cfg.TRAINER.PRECISION,
+            val_every_n_epochs=cfg.TRAIN.VAL_EVERY_N_EPOCHS,
+        ),
+        batch_size=cfg.TRAIN.BATCH_SIZE,
+        seed=int(cfg.TRAIN.SEED),
+        split=list(cfg.MODEL.SPLIT or []),
+        fold_bn=cfg.MODEL.FOLD_BN,
+        ntk=cfg.MODEL.NTK,
+        engine=cfg.MODEL.ENGINE,
+        standardize=cfg.TRAIN.STANDARDIZE_FEATURES,
+        augment=cfg.DATA.AUGMENT,
+        num_workers=cfg.DATA.NUM_WORKERS,
+        # TRAIN.CACHE_FEATURES False is the older spelling of DATA.CACHE off.
+        cache=CachePolicy(
+            cfg.DATA.CACHE if cfg.TRAIN.CACHE_FEATURES else "off",
+            cfg.DATA.CACHE_DIR,
+            cfg.DATA.CACHE_DTYPE,
+        ),
+        cache_batch_size=cfg.TRAIN.CACHE_BATCH_SIZE,
+    )

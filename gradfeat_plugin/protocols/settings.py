@@ -1,0 +1,73 @@
+"""What one run of protocols needs besides the backbone and the data: plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._cache import CachePolicy
+
+
+@dataclass
+class TrainerSettings:
+    """The Lightning ``Trainer`` every protocol of a run is fitted with.
+
+    Attributes:
+        epochs: Training epochs.
+        accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: Devices per node.
+        num_nodes: Nodes.
+        strategy: Lightning strategy (``auto``, ``ddp``, ...).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
+        val_every_n_epochs: Validate every N epochs; 0 once, after the last.
+    """
+
+    epochs: int = 10
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    val_every_n_epochs: int = 0
+
+
+@dataclass
+class RunSettings:
+    """Everything ``run_protocols`` reads, as plain values.
+
+    Attributes:
+        protocol_kwargs: Protocol name -> optimiser (``None``: the protocol takes
+            none) -> the keywords its class is built with, besides ``model``,
+            ``num_classes``, ``task``, ``cached``, ``split`` and
+            ``batch_size_per_device``. Each optimiser listed is one run; the best
+            is reported.
+        trainer: The Trainer of every protocol.
+        batch_size: Global batch size.
+        seed: The run's seed.
+        split: θ2 module names; empty: the backbone's default.
+        fold_bn: Fold θ2's BatchNorms in the network θ1's outputs come from.
+        ntk: Its NTK parametrisation (does not change θ1's outputs).
+        engine: Its JVP engine.
+        standardize: Standardise the features of the protocols whose heads read
+            them standardised, with training-set statistics.
+        augment: Training images are augmented (nothing can be cached).
+        num_workers: DataLoader workers (``-1``: chosen from the CPU count).
+        cache: Where θ1's outputs are stored.
+        cache_batch_size: Batch size of the pass that computes them.
+    """
+
+    protocol_kwargs: dict[str, dict[str | None, dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    batch_size: int = 64
+    seed: int = 0
+    split: list[str] = field(default_factory=list)
+    fold_bn: bool = True
+    ntk: bool = True
+    engine: str = "auto"
+    standardize: bool = True
+    augment: bool = False
+    num_workers: int = -1
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    cache_batch_size: int = 256

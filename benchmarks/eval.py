@@ -34,6 +34,8 @@ FLAG_KEYS = {
     "dataset": "DATA.DATASET",
     "data_dir": "DATA.DATA_DIR",
     "label_fraction": "DATA.LABEL_FRACTION",
+    "val_fraction": "DATA.VAL_FRACTION",
+    "lr_sweep": "TRAIN.LR_SWEEP",
     "epochs": "TRAIN.EPOCHS",
     "batch_size": "TRAIN.BATCH_SIZE",
     "seed": "TRAIN.SEED",
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", help="dataset name (see --list-datasets)")
     p.add_argument("--data-dir", help="root folder of downloaded datasets")
     p.add_argument("--label-fraction", type=float, help="fraction of training labels kept")
+    p.add_argument("--val-fraction", type=float,
+                   help="fraction of the training split held out for every choice "
+                   "(default 0.1; 0 chooses on the test split)")
+    p.add_argument("--lr-sweep", type=float, nargs="+", metavar="LR",
+                   help="learning rates each trained protocol runs with; the best on "
+                   "the validation split is reported")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)

@@ -105,6 +105,7 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
         std=tuple(backbone.std),
         data_dir=cfg.DATA.DATA_DIR,
         label_fraction=cfg.DATA.LABEL_FRACTION,
+        val_fraction=cfg.DATA.VAL_FRACTION,
         seed=cfg.TRAIN.SEED,
         augment=cfg.DATA.AUGMENT,
     )

@@ -36,6 +36,11 @@ _C.DATA.DATASET = "mnist5k"
 _C.DATA.DATA_DIR = ""
 # Fraction of training labels kept (stratified, seeded) for low-shot evaluation.
 _C.DATA.LABEL_FRACTION = 1.0
+# Fraction of the (label-fraction) training split held out, stratified and seeded,
+# as the validation split on which every choice is made (optimiser, learning rate,
+# the probe ω̄); the test split is read once, for the chosen setting. 0 holds out
+# nothing: choices are then made on the test split and the rows say so.
+_C.DATA.VAL_FRACTION = 0.1
 # Augmentation is off for the linear-model protocols, as in the paper, so that
 # frozen θ1 outputs can be cached.
 _C.DATA.AUGMENT = False
@@ -84,6 +89,9 @@ _C.TRAIN.VAL_EVERY_N_EPOCHS = 0
 # Clip the gradient norm of each step of linear, grad and gradfeat (the authors'
 # code clips at 10); 0 turns clipping off. Fine-tuning has FINETUNE.CLIP_GRAD_NORM.
 _C.TRAIN.CLIP_GRAD_NORM = 0.0
+# Learning rates each trained protocol is run with (one run each, chosen on the
+# validation split); empty runs TRAIN.LR (or TRAIN.LR_BY_PROTOCOL) alone.
+_C.TRAIN.LR_SWEEP = []
 # Learning rate of one protocol instead of TRAIN.LR; null keeps TRAIN.LR.
 _C.TRAIN.LR_BY_PROTOCOL = CfgNode()
 _C.TRAIN.LR_BY_PROTOCOL.LINEAR = None
@@ -107,6 +115,10 @@ _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
 # Clip the gradient norm of each fine-tuning step (the authors' code clips at 10);
 # 0 turns clipping off.
 _C.FINETUNE.CLIP_GRAD_NORM = 10.0
+# Where the head starts: probe (the linear probe chosen on the validation split, its
+# standardisation folded in: linear probing then fine-tuning) or random (nn.Linear's
+# initialisation, the paper's start).
+_C.FINETUNE.HEAD_INIT = "probe"
 
 _C.GRAD = CfgNode()
 # The gradient baseline's trainable bias (ω̄ᵀJw2 + b); the authors' code has none.

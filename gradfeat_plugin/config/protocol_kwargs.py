@@ -115,6 +115,7 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
         kwargs.update(
             whole_network=bool(cfg.FINETUNE.WHOLE_NETWORK),
             clip_grad_norm=float(cfg.FINETUNE.CLIP_GRAD_NORM),
+            head_init=cfg.FINETUNE.HEAD_INIT,
         )
     return _filtered(cls, kwargs)
 
@@ -134,6 +135,28 @@ def protocol_optimizers(cfg: CfgNode, name: str) -> list[str | None]:
     return [cfg.TRAIN.OPTIMIZER]
 
 
+def protocol_settings(cfg: CfgNode, name: str) -> list[dict[str, Any]]:
+    """The keyword sets protocol ``name`` runs with, one run each: every optimiser
+    of :func:`protocol_optimizers` times every learning rate of ``TRAIN.LR_SWEEP``
+    (when the protocol takes an ``lr``). The best on the validation split is
+    reported.
+
+    >>> from gradfeat_plugin.config import get_cfg
+    >>> cfg = get_cfg()
+    >>> cfg.TRAIN.LR_SWEEP = [0.01, 0.1]
+    >>> [(s["optimizer"], s["lr"]) for s in protocol_settings(cfg, "finetune")]
+    [('adam', 0.01), ('adam', 0.1), ('sgd', 0.01), ('sgd', 0.1)]
+    """
+    settings = []
+    for optimizer in protocol_optimizers(cfg, name):
+        kwargs = protocol_kwargs(cfg, name, optimizer)
+        if "lr" not in kwargs or not cfg.TRAIN.LR_SWEEP:
+            settings.append(kwargs)
+            continue
+        settings += [dict(kwargs, lr=float(lr)) for lr in cfg.TRAIN.LR_SWEEP]
+    return settings
+
+
 def run_settings(cfg: CfgNode, names: Sequence[str]) -> Any:
     """The :class:`RunSettings` of a run of protocols ``names`` (``all`` allowed)
     under ``cfg``; the linear probe's keywords are always included (ω̄ comes from it)."""
@@ -143,11 +166,7 @@ def run_settings(cfg: CfgNode, names: Sequence[str]) -> Any:
 
     planned = expand_protocols(names)
     kwargs = {
-        name: {
-            optimizer: protocol_kwargs(cfg, name, optimizer)
-            for optimizer in protocol_optimizers(cfg, name)
-        }
-        for name in dict.fromkeys([*planned, PROBE_PROTOCOL])
+        name: protocol_settings(cfg, name) for name in dict.fromkeys([*planned, PROBE_PROTOCOL])
     }
     return RunSettings(
         protocol_kwargs=kwargs,

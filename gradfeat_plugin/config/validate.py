@@ -151,6 +151,7 @@ def validate_config(cfg: CfgNode) -> None:
 
     _text("DATA.DATASET", d.DATASET)
     _number("DATA.LABEL_FRACTION", d.LABEL_FRACTION, 0.0, 1.0, low_open=True)
+    _number("DATA.VAL_FRACTION", d.VAL_FRACTION, 0.0, 1.0, high_open=True)
     _flag("DATA.AUGMENT", d.AUGMENT)
     _integer("DATA.NUM_WORKERS", d.NUM_WORKERS, -1, 256)
     _choice("DATA.CACHE", d.CACHE, CACHE_POLICIES)
@@ -174,6 +175,10 @@ def validate_config(cfg: CfgNode) -> None:
     for name, lr in t.LR_BY_PROTOCOL.items():
         if lr is not None:
             _positive(f"TRAIN.LR_BY_PROTOCOL.{name}", lr)
+    if not isinstance(t.LR_SWEEP, (list, tuple)):
+        raise _fail("TRAIN.LR_SWEEP", t.LR_SWEEP, "a list of learning rates")
+    for lr in t.LR_SWEEP:
+        _positive("TRAIN.LR_SWEEP", lr)
 
     _pair("ADAM.BETAS", cfg.ADAM.BETAS, _beta)
     _non_negative("ADAM.WEIGHT_DECAY", cfg.ADAM.WEIGHT_DECAY)
@@ -182,6 +187,7 @@ def validate_config(cfg: CfgNode) -> None:
     _flag("FINETUNE.WHOLE_NETWORK", cfg.FINETUNE.WHOLE_NETWORK)
     _optimizer_list("FINETUNE.OPTIMIZERS", cfg.FINETUNE.OPTIMIZERS)
     _non_negative("FINETUNE.CLIP_GRAD_NORM", cfg.FINETUNE.CLIP_GRAD_NORM)
+    _choice("FINETUNE.HEAD_INIT", cfg.FINETUNE.HEAD_INIT, ("probe", "random"))
     _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)

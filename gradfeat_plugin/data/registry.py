@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,7 +20,7 @@ IMAGEFOLDER_PREFIX = "imagefolder:"
 
 @dataclass
 class DatasetSplits:
-    """A dataset's train and test splits.
+    """A dataset's train, validation and test splits.
 
     Items are ``(image, target)``: ``image`` a normalised ``C×H×W`` float tensor,
     ``target`` an ``int`` for ``multiclass`` and a float multi-hot tensor of
@@ -27,10 +28,12 @@ class DatasetSplits:
 
     Args:
         name: The name it was loaded by.
-        train: Training split (after any label fraction).
+        train: Training split (after any label fraction and validation hold-out).
         test: Test split.
         num_classes: Number of classes.
         task: ``"multiclass"`` or ``"multilabel"``.
+        val: Validation split every choice is made on; ``None``: there is none
+            and choices are made on the test split (the rows say so).
     """
 
     name: str
@@ -38,6 +41,7 @@ class DatasetSplits:
     test: Dataset
     num_classes: int
     task: str
+    val: Dataset | None = None
 
 
 def list_datasets() -> list[str]:
@@ -107,6 +111,7 @@ def get_dataset(
     label_fraction: float = 1.0,
     seed: int = 0,
     augment: bool = False,
+    val_fraction: float = 0.0,
 ) -> DatasetSplits:
     """Load a dataset by name, with transforms that follow the backbone's config.
 
@@ -119,9 +124,12 @@ def get_dataset(
         data_dir: Local root of torchvision datasets and of ``VOCdevkit``.
         label_fraction: Fraction of training labels kept (stratified, seeded),
             for low-shot evaluation.
-        seed: Seed of the label-fraction subset.
+        seed: Seed of the label-fraction subset and of the validation hold-out.
         augment: Random crops (and flips, for natural images) on the training
             split; off by default so frozen features can be cached.
+        val_fraction: Fraction of the (label-fraction) training split held out,
+            stratified and seeded, as the validation split every choice is made
+            on; 0 holds out nothing. The held-out images get the test transform.
 
     Raises:
         GradfeatError: For an unknown name, missing files or bad arguments.
@@ -129,9 +137,14 @@ def get_dataset(
     >>> splits = get_dataset("digits")
     >>> len(splits.train), len(splits.test), splits.num_classes, splits.task
     (1437, 360, 10, 'multiclass')
+    >>> held_out = get_dataset("digits", val_fraction=0.1)
+    >>> len(held_out.train), len(held_out.val), len(held_out.test)
+    (1295, 142, 360)
     """
     if not 0.0 < label_fraction <= 1.0:
         raise GradfeatError(f"label_fraction must be in (0, 1], got {label_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise GradfeatError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if len(input_size) != 3 or input_size[0] not in (1, 3):
         raise GradfeatError(
             f"input_size must be (C, H, W) with C 1 or 3, got {input_size}"
@@ -171,4 +184,44 @@ def get_dataset(
     if label_fraction < 1.0:
         keep = label_fraction_indices(dataset_targets(train), label_fraction, seed)
         train = Subset(train, keep.tolist())
-    return DatasetSplits(name, train, test, num_classes, task)
+    val = None
+    if val_fraction > 0.0:
+        train, val = hold_out(train, val_fraction, seed, test)
+    return DatasetSplits(name, train, test, num_classes, task, val)
+
+
+def hold_out(
+    train: Dataset, fraction: float, seed: int, like: Dataset
+) -> tuple[Dataset, Dataset]:
+    """``train`` split into what stays and a stratified, seeded validation part.
+
+    Every class gives ``round(fraction * count)`` of its examples (at least one,
+    and at least one stays). The validation part is read with the transform of
+    ``like`` (the test split), so that augmentation never reaches it.
+
+    Raises:
+        GradfeatError: A class would keep no training example.
+    """
+    targets = dataset_targets(train)
+    held = label_fraction_indices(targets, fraction, seed + 1)
+    strata = targets.argmax(axis=1) if targets.ndim == 2 else targets
+    remaining = np.setdiff1d(np.arange(len(targets)), held)
+    if set(np.unique(strata[remaining])) != set(np.unique(strata)):
+        raise GradfeatError(
+            f"DATA.VAL_FRACTION {fraction} leaves a class without training examples "
+            f"({len(targets)} training images); lower it or set it to 0"
+        )
+    return Subset(train, remaining.tolist()), Subset(_with_transform_of(train, like), held.tolist())
+
+
+def _with_transform_of(train: Dataset, like: Dataset) -> Dataset:
+    """``train`` read with ``like``'s transform, when the two differ (augmentation)."""
+    base, indices = train, None
+    if isinstance(train, Subset):
+        base, indices = train.dataset, train.indices
+    transform = getattr(like, "transform", None)
+    if getattr(base, "transform", None) is transform or not hasattr(base, "transform"):
+        return train
+    copy_ = copy.copy(base)
+    copy_.transform = transform
+    return copy_ if indices is None else Subset(copy_, indices)

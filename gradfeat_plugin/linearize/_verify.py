@@ -70,7 +70,9 @@ def _try_engine(lin: Linearized, name: str, inputs: tuple) -> None:
     primals = dict(lin._theta2)
     tangents = [t.detach().requires_grad_() for t in _random_like(lin._theta2_params(), 1)]
     with torch.enable_grad():
-        _, jvp = get_engine(name)(lin.suffix, inputs, primals, _scaled(lin, tangents))
+        f, jvp = get_engine(name)(lin.suffix, inputs, primals, _scaled(lin, tangents))
+        if not bool(torch.isfinite(f).all()):
+            return  # non-finite features: the feature check names them
         v = _random_like([jvp], 2)[0]
         (jvp * v).sum().backward()
     unreached = [

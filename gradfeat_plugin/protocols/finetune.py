@@ -14,6 +14,9 @@ from ._base import Inputs, ProtocolClassifier, check_feature_dim
 from ._models import SplitNetwork
 from .gradfeat import whole_module_split
 
+#: Where the fine-tuning head starts.
+HEAD_INITS = ("random", "probe")
+
 
 class FinetuneClassifier(ProtocolClassifier):
     """Fine-tuning: θ2 (the top block(s)) and a linear head, θ1 frozen in eval mode.
@@ -35,6 +38,10 @@ class FinetuneClassifier(ProtocolClassifier):
         split: θ2 module name(s); default: the top block.
         whole_network: Train every parameter, θ1 included (inputs are then images).
         clip_grad_norm: Clip each step's gradient norm at this value (0: off).
+        head_init: ``random`` (``nn.Linear``'s initialisation, the paper's start) or
+            ``probe``: the head starts from a linear probe installed with
+            :meth:`set_probe` before training (linear probing then fine-tuning,
+            Kumar et al. 2022; ``run_protocols`` installs the probe it chose).
         **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
             ``momentum``, ``scale_lr``, ``lr_decay``, ``lr_decay_every``, ``seed``:
             see :class:`ProtocolClassifier`.
@@ -58,8 +65,11 @@ class FinetuneClassifier(ProtocolClassifier):
         split: SplitSpec = None,
         whole_network: bool = False,
         clip_grad_norm: float = 10.0,
+        head_init: str = "random",
         **kwargs: Any,
     ) -> None:
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
         arguments = dict(locals(), **kwargs)
         if isinstance(model, LinearizedBackbone):
             raise ValueError("finetune needs the original backbone, not a linearised")
@@ -84,6 +94,8 @@ class FinetuneClassifier(ProtocolClassifier):
             **kwargs,
         )
         self.freeze_all_but_trainable()
+        self.head_init = head_init
+        self.register_buffer("head_from_probe", torch.tensor(False))
         arguments.update(split=list(network.split), feature_dim=dim)
         self.save_arguments(arguments, "kwargs")
 
@@ -94,6 +106,23 @@ class FinetuneClassifier(ProtocolClassifier):
     def can_cache(cls, **kwargs: Any) -> bool:
         """θ1's outputs are fixed unless the whole network trains."""
         return not kwargs.get("whole_network", False)
+
+    @torch.no_grad()
+    def set_probe(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        """Start the head from a linear probe of the backbone's raw pooled features
+        (fold a standardisation into it first: ``W/s`` and ``b − (W/s)·m``)."""
+        self.classification_head.weight.copy_(weight)
+        if bias is not None:
+            self.classification_head.bias.copy_(bias)
+        self.head_from_probe.fill_(True)
+
+    def on_train_start(self) -> None:
+        """Refuse to start a ``head_init="probe"`` run without its probe."""
+        if self.head_init == "probe" and not bool(self.head_from_probe):
+            raise ValueError(
+                "head_init='probe' needs set_probe(weight, bias) before training "
+                "(run_protocols installs the linear probe it chose)"
+            )
 
     def forward(self, images: Inputs) -> Tensor:
         if self.cached:

@@ -30,13 +30,16 @@ from ._cache import (
     default_num_workers,
 )
 from ._registry import get_protocol_class
+from .finetune import FinetuneClassifier
 from .gradfeat import GradfeatClassifier
 from .joint import JointLinearModels
-from .settings import RunSettings, TrainerSettings
+from .settings import RunSettings, TrainerSettings, setting_label
 
 #: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
 ALL_PROTOCOLS = ("linear", "grad", "gradfeat", "finetune", "knn")
 PROBE_PROTOCOL = "linear"
+#: A multi-class fine-tuning run at most this many times chance has not trained.
+CHANCE_FACTOR = 1.5
 #: Protocols trained in one shared pass when a run asks for all of them (cached).
 JOINT_PROTOCOLS = ("grad", "gradfeat")
 
@@ -189,6 +192,8 @@ class _ProtocolRun:
         self.rank, self.world_size = 0, 1
         self._shards: dict[int, Dataset] = {}
         self.probe: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: The chosen probe's metric on the validation split.
+        self.probe_metric: float | None = None
         self.probe_failure: ProtocolResult | None = None
         self.statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         self.is_global_zero = True
@@ -223,23 +228,28 @@ class _ProtocolRun:
         return features.subset(self._shard_index(len(features)))
 
     def _datasets(
-        self, cls: type, cached: bool, device: torch.device
-    ) -> tuple[Dataset, Dataset]:
+        self, cls: type, cached: bool, device: torch.device, split: str = "train"
+    ) -> Dataset:
+        """The ``train``, ``val`` (the test split when there is none) or ``test``
+        split, as images or as the stored inputs ``cls`` reads."""
+        dataset = getattr(self.data, split, None)
+        if dataset is None:  # no validation split: choices are made on the test split
+            dataset = self.data.test
         if not cached:
-            return self.data.train, self.data.test
-        return (
-            self._stored(cls.cache, self.data.train, device),
-            self._stored(cls.cache, self.data.test, device),
-        )
+            return dataset
+        return self._stored(cls.cache, dataset, device)
 
-    def _kwargs(self, name: str, optimizer: str | None = None) -> dict[str, Any]:
-        """The keywords of protocol ``name``'s run with ``optimizer`` (the first
-        optimiser's when ``None``)."""
-        runs = self.settings.protocol_kwargs[name]
-        return runs[optimizer] if optimizer in runs else next(iter(runs.values()))
+    @property
+    def has_validation(self) -> bool:
+        """Whether the data hold a validation split (else choices see the test split)."""
+        return getattr(self.data, "val", None) is not None
 
-    def optimizers(self, name: str) -> list[str | None]:
-        """The optimisers protocol ``name`` runs with, one run each."""
+    def _kwargs(self, name: str) -> dict[str, Any]:
+        """The keywords of protocol ``name``'s first setting."""
+        return self.settings.protocol_kwargs[name][0]
+
+    def settings_of(self, name: str) -> list[dict[str, Any]]:
+        """The keyword sets protocol ``name`` runs with, one run each."""
         return list(self.settings.protocol_kwargs[name])
 
     def _caches(self, name: str, cls: type, device: torch.device) -> bool:
@@ -250,7 +260,8 @@ class _ProtocolRun:
             return False
         if hasattr(cls, "can_cache") and not cls.can_cache(**self._kwargs(name)):
             return False
-        datasets = [self._shard(self.data.train), self._shard(self.data.test)]
+        splits = [self.data.train, getattr(self.data, "val", None), self.data.test]
+        datasets = [self._shard(d) for d in splits if d is not None]
         mode = self._frozen_outputs(device).plan(datasets)
         return cls.cache == "features" or mode != "off"
 
@@ -317,7 +328,7 @@ class _ProtocolRun:
     def _module(
         self,
         name: str,
-        optimizer: str | None,
+        kwargs: dict[str, Any],
         cached: bool,
         batch_size: int,
         statistics: tuple[torch.Tensor, torch.Tensor] | None,
@@ -337,79 +348,115 @@ class _ProtocolRun:
         accepted = inspect.signature(cls.__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             given = {k: v for k, v in given.items() if k in accepted}
-        module = cls(**given, **self._kwargs(name, optimizer))
+        module = cls(**given, **kwargs)
         if statistics is not None:
             module.set_standardization(*statistics)
         if getattr(cls, "needs_probe", False):
             module.set_probe(*self.trained_probe())
+        elif kwargs.get("head_init") == "probe":
+            module.set_probe(*self.raw_probe(module.device))
         return module
 
-    def _fit_once(
-        self, name: str, optimizer: str | None
-    ) -> tuple[LightningModule, dict[str, float]]:
+    def _starts_from_probe(self, name: str) -> bool:
+        """Whether protocol ``name`` expands around ω̄ or starts its head from it."""
         cls = get_protocol_class(name)
+        return getattr(cls, "needs_probe", False) or any(
+            kwargs.get("head_init") == "probe" for kwargs in self.settings_of(name)
+        )
+
+    def raw_probe(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """ω̄ as a head of the raw pooled features: the standardisation the probe
+        read is folded in, ``W (f − m)/s + b = (W/s) f + b − (W/s)·m``."""
+        weight, bias = self.trained_probe()
+        if not self.settings.standardize:
+            return weight, bias
+        mean, std = (t.to(weight) for t in self.feature_statistics(device))
+        weight = weight / std
+        return weight, bias - weight @ mean
+
+    def _trainer(self) -> tuple[Trainer, int, torch.device]:
+        """A Trainer for one protocol run, its per-process batch size and device."""
         trainer = build_trainer(self.settings.trainer, self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
         self.rank, self.world_size = trainer.global_rank, trainer.world_size
-        batch_size = max(1, self.settings.batch_size // world_size)
-        device = trainer.strategy.root_device
+        return trainer, max(1, self.settings.batch_size // world_size), trainer.strategy.root_device
+
+    def _fit_once(self, name: str, kwargs: dict[str, Any]) -> "_Run":
+        """Train one setting of ``name`` on the training split, validating on the
+        validation split (kNN, which chooses nothing, is scored on the test split)."""
+        cls = get_protocol_class(name)
+        trainer, batch_size, device = self._trainer()
         standardize = self.settings.standardize and getattr(
             cls, "standardizes_features", False
         )
         # θ1's outputs and the feature statistics come first: building them draws
         # random numbers (the linearisation checks itself), which must not shift
-        # the seeded stream, so that the lightly-shaped classifiers, fitted by a
-        # user's Trainer, draw the same numbers as this run.
+        # the seeded stream, so that the protocol classes, fitted by a user's
+        # Trainer, draw the same numbers as this run.
         cached = self.cached.setdefault(name, self._caches(name, cls, device))
         statistics = self.feature_statistics(device) if standardize else None
-        train, test = self._datasets(cls, cached, device)
-        module = self._module(name, optimizer, cached, batch_size, statistics)
-        eval_loader = self._loader(test, batch_size, False, cached, device)
+        train = self._datasets(cls, cached, device, "train")
+        module = self._module(name, kwargs, cached, batch_size, statistics)
         if isinstance(module, KNNClassifier):
+            test = self._datasets(cls, cached, device, "test")
             bank_loader = self._loader(train, batch_size, False, cached, device)
+            eval_loader = self._loader(test, batch_size, False, cached, device)
             trainer.validate(
                 module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
             )
-        else:
-            train_loader = self._loader(train, batch_size, True, cached, device)
-            trainer.fit(module, train_loader, eval_loader)
-        return module, _scalar_metrics(trainer)
+            metrics = _scalar_metrics(trainer)
+            return _Run(module, metrics, metrics)
+        val = self._datasets(cls, cached, device, "val")
+        train_loader = self._loader(train, batch_size, True, cached, device)
+        trainer.fit(module, train_loader, self._loader(val, batch_size, False, cached, device))
+        metrics = _scalar_metrics(trainer)
+        return _Run(module, metrics, None if self.has_validation else metrics)
 
-    def _joint_names(self, name: str) -> tuple[str, ...]:
-        """The protocols to train together with ``name`` (empty: train it alone).
+    def _test_metrics(self, name: str, module: LightningModule) -> dict[str, float]:
+        """The chosen module's metrics on the test split: the one time it is read."""
+        cls = get_protocol_class(name)
+        trainer, batch_size, device = self._trainer()
+        cached = self.cached.get(name, False)
+        test = self._datasets(cls, cached, device, "test")
+        trainer.validate(
+            module, self._loader(test, batch_size, False, cached, device), verbose=False
+        )
+        return _scalar_metrics(trainer)
 
-        ``grad`` and ``gradfeat`` share a pass when the run asks for both, reads
-        cached θ1 outputs and trains each with one and the same optimiser
-        (:class:`JointLinearModels` checks the rest when it is built).
+    def _joint_plan(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """The protocol runs to train in one pass with ``name`` (empty: alone).
+
+        Every setting of ``grad`` and ``gradfeat`` (both, when the run asks for
+        both) shares one pass when they read cached θ1 outputs: a learning-rate
+        sweep, or the two protocols, or both (:class:`JointLinearModels` checks
+        that they can share an optimiser).
         """
-        if name not in JOINT_PROTOCOLS or not set(JOINT_PROTOCOLS) <= set(self.planned):
-            return ()
-        classes = [get_protocol_class(n) for n in JOINT_PROTOCOLS]
+        if name not in JOINT_PROTOCOLS:
+            return []
+        names = [n for n in JOINT_PROTOCOLS if n in self.planned or n == name]
+        classes = [get_protocol_class(n) for n in names]
         if not self.use_cache or not all(
             issubclass(c, GradfeatClassifier) and c.can_cache(**self._kwargs(n))
-            for n, c in zip(JOINT_PROTOCOLS, classes)
+            for n, c in zip(names, classes)
         ):
-            return ()
-        if any(self.optimizers(n) != self.optimizers(name) for n in JOINT_PROTOCOLS):
-            return ()
-        if len(self.optimizers(name)) != 1:
-            return ()
-        # Clipping the norm of the summed gradient would couple the two models.
-        if any(self._kwargs(n).get("clip_grad_norm") for n in JOINT_PROTOCOLS):
-            return ()
-        return JOINT_PROTOCOLS
+            return []
+        plan = [(n, kwargs) for n in names for kwargs in self.settings_of(n)]
+        # Clipping the norm of the summed gradient would couple the models.
+        if len(plan) < 2 or any(kwargs.get("clip_grad_norm") for _, kwargs in plan):
+            return []
+        return plan
 
-    def _fit_joint(
-        self, names: Sequence[str]
-    ) -> tuple[JointLinearModels, dict[str, float]] | None:
-        """Train ``names`` in one pass; ``None`` when it cannot (several processes)."""
+    def _fit_joint(self, plan: Sequence[tuple[str, dict[str, Any]]]) -> JointLinearModels | None:
+        """Train the runs of ``plan`` in one pass; ``None`` when it cannot (several
+        processes, θ1 not stored, or runs that cannot share an optimiser)."""
         trainer = build_trainer(self.settings.trainer, self.progress)
         if trainer.num_devices * trainer.num_nodes > 1:
             return None
         self.is_global_zero = trainer.is_global_zero
         device = trainer.strategy.root_device
         batch_size = max(1, self.settings.batch_size)
+        names = list(dict.fromkeys(n for n, _ in plan))
         classes = [get_protocol_class(n) for n in names]
         cached = [
             self.cached.setdefault(n, self._caches(n, c, device))
@@ -418,29 +465,35 @@ class _ProtocolRun:
         if not all(cached):
             return None  # the cache policy chose to recompute θ1
         statistics = self.feature_statistics(device) if self.settings.standardize else None
-        train, test = self._datasets(classes[0], True, device)
+        train = self._datasets(classes[0], True, device, "train")
+        val = self._datasets(classes[0], True, device, "val")
         members = {
-            name: self._module(name, self.optimizers(name)[0], True, batch_size, statistics)
-            for name in names
+            f"run{index}": self._module(name, kwargs, True, batch_size, statistics)
+            for index, (name, kwargs) in enumerate(plan)
         }
         try:
             joint = JointLinearModels(members)
         except ValueError:
             return None
         train_loader = self._loader(train, batch_size, True, True, device)
-        eval_loader = self._loader(test, batch_size, False, True, device)
+        eval_loader = self._loader(val, batch_size, False, True, device)
         try:
             trainer.fit(joint, train_loader, eval_loader)
         except ProtocolFailed:
             pass  # every member failed; joint.failures says how
-        return joint, _scalar_metrics(trainer)
+        joint.val_metrics = _scalar_metrics(trainer)
+        return joint
 
-    def _run_joint(self, names: Sequence[str]) -> dict[str, ProtocolResult] | None:
-        """Results of ``names`` trained in one pass (see :class:`JointLinearModels`)."""
+    def _run_joint(
+        self, plan: Sequence[tuple[str, dict[str, Any]]]
+    ) -> dict[str, ProtocolResult] | None:
+        """Results of the runs of ``plan`` trained in one pass (see
+        :class:`JointLinearModels`); each protocol's best setting on the validation
+        split is then scored on the test split."""
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        fitted = None
+        joint = None
         probe_failure: ProtocolFailed | None = None
         with _quiet(self.progress):
             try:
@@ -448,36 +501,40 @@ class _ProtocolRun:
             except ProtocolFailed as exc:
                 probe_failure = exc
             else:
-                fitted = self._fit_joint(names)
-                if fitted is None:
+                joint = self._fit_joint(plan)
+                if joint is None:
                     return None
-        wall_time = time.perf_counter() - start
-        results = {}
-        for name in names:
-            cls = get_protocol_class(name)
-            runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
-            failures: dict[str, ProtocolFailed] = {}
-            optimizer = self.optimizers(name)[0] or ""
-            if probe_failure is not None:
-                failures[""] = probe_failure
-            else:
-                assert fitted is not None
-                joint, metrics = fitted
-                if name in joint.failures:
-                    failures[optimizer] = joint.failures[name]
-                else:
-                    runs[optimizer] = (joint.members[name], joint.member_metrics(metrics, name))
-            extra = {
-                "trained_with": [n for n in names if n != name],
-                "shared_wall_time_s": wall_time,
-            }
-            results[name] = self._result(
-                name, cls, runs, failures, wall_time / len(names), extra
-            )
+            wall_time = time.perf_counter() - start
+            names = list(dict.fromkeys(n for n, _ in plan))
+            results = {}
+            for name in names:
+                runs: dict[str, _Run] = {}
+                failures: dict[str, ProtocolFailed] = {}
+                if probe_failure is not None:
+                    failures[""] = probe_failure
+                for index, (member_name, kwargs) in enumerate(plan):
+                    if member_name != name or joint is None:
+                        continue
+                    key, label = f"run{index}", setting_label(kwargs)
+                    if key in joint.failures:
+                        failures[label] = joint.failures[key]
+                        continue
+                    metrics = joint.member_metrics(joint.val_metrics, key)
+                    test = None if self.has_validation else metrics
+                    runs[label] = _Run(joint.members[key], metrics, test, kwargs)
+                extra = {
+                    "trained_with": [f"{n}, {setting_label(k)}" for n, k in plan if n != name],
+                    "shared_wall_time_s": wall_time,
+                }
+                results[name] = self._result(
+                    name, get_protocol_class(name), runs, failures,
+                    wall_time * len(runs or [0]) / len(plan), extra,
+                )
         return results
 
     def trained_probe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """ω̄: the head of this run's ``linear`` protocol (trained now if not yet).
+        """ω̄: the head of this run's ``linear`` protocol (trained now if not yet),
+        the setting chosen on the validation split.
 
         Raises:
             ProtocolFailed: The ``linear`` protocol did not finish.
@@ -493,17 +550,18 @@ class _ProtocolRun:
         return self.probe
 
     def run(self, name: str) -> ProtocolResult:
-        """Train and evaluate protocol ``name`` (every optimiser it asks for).
+        """Train protocol ``name`` once per setting (optimiser, learning rate), choose
+        the best on the validation split and score that one on the test split.
 
-        A :class:`ProtocolFailed` (a diverged or non-finite optimiser run) is caught:
-        the best optimiser that finished is reported, and when none did the result
-        carries the status and reason with no value.
+        A :class:`ProtocolFailed` (a diverged or non-finite run) is caught: the best
+        setting that finished is reported, and when none did the result carries the
+        status and reason with no value.
         """
         if name in self.joint_results:
             return self.joint_results.pop(name)
-        joint_names = self._joint_names(name)
-        if joint_names:
-            joint_results = self._run_joint(joint_names)
+        plan = self._joint_plan(name)
+        if plan:
+            joint_results = self._run_joint(plan)
             if joint_results is not None:
                 self.joint_results.update(joint_results)
                 return self.joint_results.pop(name)
@@ -511,70 +569,117 @@ class _ProtocolRun:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        runs: dict[str, tuple[LightningModule, dict[str, float]]] = {}
+        runs: dict[str, _Run] = {}
         failures: dict[str, ProtocolFailed] = {}
         with _quiet(self.progress):
             try:
-                if getattr(cls, "needs_probe", False):
+                if self._starts_from_probe(name):
                     self.trained_probe()
             except ProtocolFailed as exc:
                 failures[""] = exc
             else:
-                for optimizer in self.optimizers(name):
+                for kwargs in self.settings_of(name):
+                    label = setting_label(kwargs)
                     try:
-                        runs[optimizer or ""] = self._fit_once(name, optimizer)
+                        runs[label] = self._fit_once(name, kwargs)._with(kwargs)
                     except ProtocolFailed as exc:
-                        failures[optimizer or ""] = exc
-        wall_time = time.perf_counter() - start
-        return self._result(name, cls, runs, failures, wall_time)
+                        failures[label] = exc
+            result = self._result(name, cls, runs, failures, time.perf_counter() - start)
+        return result
 
     def _result(
         self,
         name: str,
         cls: type,
-        runs: dict[str, tuple[LightningModule, dict[str, float]]],
+        runs: dict[str, "_Run"],
         failures: dict[str, ProtocolFailed],
         wall_time: float,
         shared: dict[str, Any] | None = None,
     ) -> ProtocolResult:
-        """The result row of protocol ``name`` from its optimiser runs and failures."""
+        """The result row of protocol ``name``: the setting with the best validation
+        metric, scored on the test split."""
         values = {}
         metric = metric_name(cls, self.data.task)
-        for optimizer, (module, metrics) in runs.items():
-            metric = getattr(module, "metric_name", metric)
-            value = metrics.get(metric)
+        for label, outcome in runs.items():
+            metric = getattr(outcome.module, "metric_name", metric)
+            value = outcome.selection.get(metric)
             if value is None:
                 raise GradfeatError(f"{name} produced no {metric}; check the data")
             if value != value:
-                failures[optimizer] = ProtocolFailed(f"{metric} is nan")
+                failures[label] = ProtocolFailed(f"{metric} is nan")
+            elif (reason := self._collapsed(outcome, metric, value)) is not None:
+                failures[label] = ProtocolFailed(reason)
             else:
-                values[optimizer] = value
+                values[label] = value
         extra: dict[str, Any] = {"split": list(self.split), **(shared or {})}
         if failures:
             extra["failures"] = {
-                opt or name: f"{exc.status}: {exc.reason}" for opt, exc in failures.items()
+                label or name: f"{exc.status}: {exc.reason}"
+                for label, exc in failures.items()
             }
         if not values:
             return self._failure(name, cls, failures, wall_time, extra)
         best = max(values, key=values.__getitem__)
-        module, metrics = runs[best]
+        outcome = runs[best]
+        start = time.perf_counter()
+        test = outcome.test if outcome.test is not None else self._test_metrics(
+            name, outcome.module
+        )
+        wall_time += time.perf_counter() - start
         if name == PROBE_PROTOCOL:
-            self.probe = module.probe()
-        extra.update({k: v for k, v in metrics.items() if k.startswith("val_")})
+            self.probe = outcome.module.probe()
+            self.probe_metric = values[best]
+        extra.update({k: v for k, v in test.items() if k.startswith("val_")})
         extra["cached"] = self.cached.get(name, False)
+        extra["selected_on"] = self._selected_on(runs)
         if best:
-            extra.update(optimizer=best, values_by_optimizer=values)
+            chosen = outcome.kwargs
+            extra.update(
+                setting=best,
+                optimizer=chosen.get("optimizer"),
+                lr=chosen.get("lr"),
+                values_by_setting=values,
+                values_by_optimizer=_best_by_optimizer(runs, values),
+                selection_metric=values[best],
+            )
         return ProtocolResult(
             protocol=name,
             metric=metric,
-            value=values[best],
-            epochs=0 if isinstance(module, KNNClassifier) else self.settings.trainer.epochs,
+            value=test[metric],
+            epochs=0 if isinstance(outcome.module, KNNClassifier) else self.settings.trainer.epochs,
             seed=self.settings.seed,
             wall_time_s=wall_time,
-            peak_memory_bytes=_peak_memory(module.device),
-            trainable_params=_trainable_parameters(module),
+            peak_memory_bytes=_peak_memory(outcome.module.device),
+            trainable_params=_trainable_parameters(outcome.module),
             extra=extra,
         )
+
+    def _collapsed(self, outcome: "_Run", metric: str, value: float) -> str | None:
+        """Why a fine-tuning run's number means nothing, or ``None``: it stays at
+        chance (multi-class accuracy at most 1.5 / classes), or ends below the
+        linear probe its head started from."""
+        if not isinstance(outcome.module, FinetuneClassifier):
+            return None
+        chance = 1.0 / self.data.num_classes
+        if self.data.task == "multiclass" and value <= CHANCE_FACTOR * chance:
+            return (
+                f"{metric} {100 * value:.2f} % stays at chance ({100 * chance:.2f} %); "
+                "fine-tuning did not train"
+            )
+        start = self.probe_metric
+        if outcome.kwargs.get("head_init") == "probe" and start is not None and value < start:
+            return (
+                f"{metric} {100 * value:.2f} % ends below the linear probe it started "
+                f"from ({100 * start:.2f} %); lower the learning rate"
+            )
+        return None
+
+    def _selected_on(self, runs: dict[str, "_Run"]) -> str:
+        """What the row's choices were made on: ``validation``, ``test`` (no
+        validation split), or ``nothing`` (kNN chooses nothing)."""
+        if all(isinstance(r.module, KNNClassifier) for r in runs.values()):
+            return "nothing"
+        return "validation" if self.has_validation else "test"
 
     def _failure(
         self,
@@ -584,11 +689,11 @@ class _ProtocolRun:
         wall_time: float,
         extra: dict[str, Any],
     ) -> ProtocolResult:
-        """The result of a protocol none of whose optimiser runs finished."""
+        """The result of a protocol none of whose runs finished."""
         diverged = all(exc.status == "diverged" for exc in failures.values())
         reason = "; ".join(
-            f"{opt}: {exc.reason}" if opt else exc.reason
-            for opt, exc in failures.items()
+            f"{label}: {exc.reason}" if label else exc.reason
+            for label, exc in failures.items()
         )
         result = ProtocolResult(
             protocol=name,
@@ -606,6 +711,30 @@ class _ProtocolRun:
         if name == PROBE_PROTOCOL:
             self.probe_failure = result
         return result
+
+
+@dataclass
+class _Run:
+    """One setting's run: the module, the metrics choices are made on (validation
+    split) and, where already known, its metrics on the test split."""
+
+    module: LightningModule
+    selection: dict[str, float]
+    test: dict[str, float] | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def _with(self, kwargs: dict[str, Any]) -> "_Run":
+        self.kwargs = kwargs
+        return self
+
+
+def _best_by_optimizer(runs: dict[str, _Run], values: dict[str, float]) -> dict[str, float]:
+    """The best selection metric of each optimiser over its learning rates."""
+    best: dict[str, float] = {}
+    for label, value in values.items():
+        optimizer = str(runs[label].kwargs.get("optimizer") or "")
+        best[optimizer] = max(value, best.get(optimizer, value))
+    return best
 
 
 def iter_protocols(

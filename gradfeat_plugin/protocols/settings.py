@@ -36,11 +36,11 @@ class RunSettings:
     """Everything ``run_protocols`` reads, as plain values.
 
     Attributes:
-        protocol_kwargs: Protocol name -> optimiser (``None``: the protocol takes
-            none) -> the keywords its class is built with, besides ``model``,
-            ``num_classes``, ``task``, ``cached``, ``split`` and
-            ``batch_size_per_device``. Each optimiser listed is one run; the best
-            is reported.
+        protocol_kwargs: Protocol name -> the keyword sets its class is built with
+            (besides ``model``, ``num_classes``, ``feature_dim``, ``task``,
+            ``cached``, ``split`` and ``batch_size_per_device``), one run each: the
+            optimisers and learning rates of a sweep. The best on the validation
+            split is reported.
         trainer: The Trainer of every protocol.
         batch_size: Global batch size.
         seed: The run's seed.
@@ -56,9 +56,7 @@ class RunSettings:
         cache_batch_size: Batch size of the pass that computes them.
     """
 
-    protocol_kwargs: dict[str, dict[str | None, dict[str, Any]]] = field(
-        default_factory=dict
-    )
+    protocol_kwargs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
     batch_size: int = 64
     seed: int = 0
@@ -71,3 +69,15 @@ class RunSettings:
     num_workers: int = -1
     cache: CachePolicy = field(default_factory=CachePolicy)
     cache_batch_size: int = 256
+
+
+def setting_label(kwargs: dict[str, Any]) -> str:
+    """A run's setting as a row records it: its optimiser and learning rate.
+
+    >>> setting_label({"optimizer": "sgd", "lr": 0.01, "momentum": 0.9})
+    'sgd, lr 0.01'
+    """
+    parts = [str(kwargs["optimizer"])] if kwargs.get("optimizer") else []
+    if kwargs.get("lr") is not None:
+        parts.append(f"lr {kwargs['lr']:g}")
+    return ", ".join(parts)

@@ -60,6 +60,15 @@ NEGATIVE_GAIN_NOTE = (
     "the linear probe"
 )
 FINETUNE_NOTE = "fine-tuning below the linear probe: check its optimisers and lr"
+UNDEFINED_GAIN = "undefined"
+UNDEFINED_GAIN_NOTE = (
+    "gain recovered is defined only where fine-tuning beats the linear probe "
+    "(here {finetune:.2f} % against {linear:.2f} %)"
+)
+SELECTED_ON_TEST_NOTE = (
+    "chosen on the test split (no validation split: DATA.VAL_FRACTION 0), so "
+    "optimistic"
+)
 
 
 @dataclass(frozen=True)
@@ -189,8 +198,13 @@ def leaderboard_table(records: Sequence[Mapping[str, Any]]) -> Table:
             for record in unfinished:
                 table.flag(len(table.rows), p, f"{p} {record['status']}: "
                            f"{record.get('reason') or 'no reason recorded'}")
-        gain = _gain_recovered(stats)
+        gain: Cell = _gain_recovered(stats)
         _flag_doubtful(table, len(table.rows), group, stats, gain)
+        linear, finetune = stats.get("linear"), stats.get("finetune")
+        if gain is None and linear and finetune and finetune.mean <= linear.mean:
+            gain = UNDEFINED_GAIN
+            table.flag(len(table.rows), GAIN_COLUMN, UNDEFINED_GAIN_NOTE.format(
+                finetune=finetune.mean, linear=linear.mean))
         table.rows.append([
             labels[key],
             key.dataset,
@@ -242,6 +256,9 @@ def _flag_doubtful(
     linear, finetune = stats.get("linear"), stats.get("finetune")
     if linear is not None and finetune is not None and finetune.mean < linear.mean:
         table.flag(row, "finetune", FINETUNE_NOTE)
+    for record in group:
+        if _ok(record) and (record.get("extra") or {}).get("selected_on") == "test":
+            table.flag(row, record["protocol"], SELECTED_ON_TEST_NOTE)
 
 
 def render(table: Table, fmt: str) -> str:
@@ -340,7 +357,7 @@ def _gain_recovered(stats: Mapping[str, Stat | None]) -> float | None:
     if linear is None or gradfeat is None or finetune is None:
         return None
     headroom = finetune.mean - linear.mean
-    if abs(headroom) < 1e-9:
+    if headroom < 1e-9:  # fine-tuning does not beat the probe: see UNDEFINED_GAIN
         return None
     return 100.0 * (gradfeat.mean - linear.mean) / headroom
 

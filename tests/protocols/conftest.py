@@ -35,6 +35,7 @@ class Splits:
     test: Dataset
     num_classes: int
     task: str
+    val: Dataset | None = None
 
 
 @dataclass
@@ -113,6 +114,9 @@ def make_cfg(epochs: int = 3) -> CfgNode:
     cfg.TRAIN.EPOCHS = epochs
     cfg.TRAINER.ACCELERATOR = "cpu"
     cfg.FINETUNE.OPTIMIZERS = ["adam"]
+    # FinetuneClassifier's own default start; tests/protocols/test_finetune_start.py
+    # covers the run's default, the chosen probe.
+    cfg.FINETUNE.HEAD_INIT = "random"
     return cfg
 
 

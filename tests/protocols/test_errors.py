@@ -109,11 +109,11 @@ def test_finetune_reports_the_best_optimiser_that_did_not_diverge(backbone, digi
     assert finetune.status == "ok" and finetune.extra["optimizer"] == "adam"
     assert finetune.value > 0.5
     assert finetune.extra["values_by_optimizer"] == {"adam": finetune.value}
-    assert "loss is nan" in finetune.extra["failures"]["sgd"]
+    assert "loss is nan" in finetune.extra["failures"]["sgd, lr 0.001"]
     cfg.FINETUNE.OPTIMIZERS = ["sgd"]
     (finetune,) = run_protocols(["finetune"], backbone, digits, cfg, progress=False)
     assert (finetune.status, finetune.value) == ("diverged", None)
-    assert finetune.reason.startswith("sgd: training loss is")
+    assert finetune.reason.startswith("sgd, lr 0.001: training loss is")
 
 
 def test_finetune_clips_the_gradient_norm(monkeypatch, backbone, cfg):

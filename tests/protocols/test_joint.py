@@ -84,7 +84,7 @@ def test_a_diverging_member_leaves_the_other_training(monkeypatch, backbone, dig
     cfg = make_cfg(epochs=2)
     grad, gradfeat = run_protocols(["grad", "gradfeat"], backbone, digits, cfg, progress=False)
     assert (grad.status, grad.value) == ("diverged", None)
-    assert grad.reason == "adam: training loss is nan at step 3; lower the learning rate " \
+    assert grad.reason == "adam, lr 0.001: training loss is nan at step 3; lower the learning rate " \
         "or check the inputs for NaN/Inf"
     assert gradfeat.status == "ok"
     assert gradfeat.value == pytest.approx(joint_and_alone[1][1].value, abs=TOLERANCE)

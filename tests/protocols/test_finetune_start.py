@@ -1,0 +1,75 @@
+"""Fine-tuning starts from the chosen probe, and a run whose number means nothing
+is stored as failed with its reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradfeat_plugin.protocols import FinetuneClassifier, run_protocols
+
+from .conftest import make_cfg
+
+
+def test_the_head_starts_from_the_probe_with_its_standardisation_folded_in(
+    monkeypatch, backbone, digits
+):
+    started = {}
+    set_probe = FinetuneClassifier.set_probe
+
+    def record(self, weight, bias=None):
+        started["head"] = (weight.clone(), bias.clone())
+        set_probe(self, weight, bias)
+
+    monkeypatch.setattr(FinetuneClassifier, "set_probe", record)
+    cfg = make_cfg(epochs=2)
+    cfg.FINETUNE.HEAD_INIT = "probe"
+    linear, finetune = run_protocols(["linear", "finetune"], backbone, digits, cfg,
+                                     progress=False)
+    assert finetune.status == "ok" and finetune.value >= linear.value
+    # The probe read standardised features; the fine-tuning head reads raw ones and
+    # must compute the probe's function on them.
+    images = torch.stack([x for x, _ in digits.test])
+    with torch.no_grad():
+        features = backbone.model.eval()(images)
+    weight, bias = started["head"]
+    raw_logits = features @ weight.T + bias
+    cfg.TRAIN.EPOCHS = 2
+    (again,) = run_protocols(["linear"], backbone, digits, cfg, progress=False)
+    predicted = raw_logits.argmax(1)
+    labels = torch.tensor([y for _, y in digits.test])
+    assert float((predicted == labels).float().mean()) == pytest.approx(again.value, abs=1e-6)
+
+
+def test_a_finetune_run_at_chance_is_failed_not_a_number(backbone, digits):
+    cfg = make_cfg(epochs=1)
+    cfg.TRAIN.LR_BY_PROTOCOL.FINETUNE = 1e-12  # nothing moves: the random head stays
+    (finetune,) = run_protocols(["finetune"], backbone, digits, cfg, progress=False)
+    assert (finetune.status, finetune.value) == ("failed", None)
+    assert "stays at chance" in finetune.reason
+
+
+def test_a_finetune_run_below_its_start_is_failed(monkeypatch, backbone, digits):
+    forward = FinetuneClassifier.forward
+
+    def half_wrong(self, images):
+        logits = forward(self, images)
+        if self.training:
+            return logits
+        # Every other prediction moved to the next class: about half the accuracy.
+        logits = logits.clone()
+        logits[1::2] = logits[1::2].roll(1, dims=1)
+        return logits
+
+    monkeypatch.setattr(FinetuneClassifier, "forward", half_wrong)
+    cfg = make_cfg(epochs=2)
+    cfg.FINETUNE.HEAD_INIT = "probe"
+    cfg.TRAIN.LR = 0.01
+    linear, finetune = run_protocols(["linear", "finetune"], backbone, digits, cfg,
+                                     progress=False)
+    assert linear.status == "ok" and linear.value > 0.6
+    assert (finetune.status, finetune.value) == ("failed", None)
+    assert "ends below the linear probe it started from" in finetune.reason
+    cfg.FINETUNE.HEAD_INIT = "random"  # no start to fall below: a number, footnoted
+    (finetune,) = run_protocols(["finetune"], backbone, digits, cfg, progress=False)
+    assert finetune.status == "ok" and finetune.value < linear.value

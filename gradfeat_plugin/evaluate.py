@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
 from .linearize import linearize, resolve_split
 from .protocols import ProtocolResult, expand_protocols, iter_protocols
+from .protocols._cache import check_cache_directory
 from .results import ResultsStore, config_hash, count_flops, package_versions
 from .results.store import new_run_id, verify_store
 
@@ -47,6 +49,20 @@ def _check_results_path(path: str) -> None:
         raise GradfeatError(f"results folder {parent} does not exist")
     # Read-only: a foreign, corrupt or read-only file is refused before any work.
     verify_store(path, writable=True)
+    runs = parent / "runs"
+    if os.path.lexists(runs) and not (runs.is_dir() and os.access(runs, os.W_OK | os.X_OK)):
+        raise GradfeatError(
+            f"{runs} (where run configs are saved next to the results) is not a "
+            "writable folder; remove it or pass another --results"
+        )
+
+
+def _check_cache_dir(cfg: CfgNode) -> None:
+    """The folder the θ1 pass may write its memory-mapped files in, checked before
+    any work (``disk``, or ``auto`` which may choose it)."""
+    cached = cfg.TRAIN.CACHE_FEATURES and not cfg.DATA.AUGMENT
+    if cached and cfg.DATA.CACHE in ("auto", "disk"):
+        check_cache_directory(cfg.DATA.CACHE_DIR)
 
 
 def _check_knn_k(cfg: CfgNode, names: list[str], data: DatasetSplits) -> None:
@@ -145,6 +161,7 @@ def evaluate(
     validate_config(cfg)
     names = expand_protocols(protocols)
     _check_results_path(results_path)
+    _check_cache_dir(cfg)
     backbone, data = load_inputs(cfg)
     _check_knn_k(cfg, names, data)
     _check_linearization(cfg, backbone)

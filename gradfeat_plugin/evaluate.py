@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,7 +194,12 @@ def evaluate(
             "num_classes": data.num_classes,
             "task": data.task,
         }
-        store.add_run([row], run_id=run.run_id)
+        try:
+            store.add_run([row], run_id=run.run_id)
+        except GradfeatError:
+            if not run.records and run.config_path:  # a config without rows is half a run
+                _remove_config(run.config_path)
+            raise
         run.results.append(result)
         run.records.append(row)
     return run
@@ -202,7 +208,22 @@ def evaluate(
 def _save_config(cfg: CfgNode, results_path: str, run_id: str) -> str:
     """The run's merged config as ``runs/RUN_ID.yaml`` next to the store."""
     config_dir = Path(results_path).resolve().parent / "runs"
-    config_dir.mkdir(exist_ok=True)
     config_path = config_dir / f"{run_id}.yaml"
-    config_path.write_text(cfg.dump())
+    try:
+        config_dir.mkdir(exist_ok=True)
+        config_path.write_text(cfg.dump())
+    except OSError as err:
+        _remove_config(str(config_path))
+        raise GradfeatError(
+            f"cannot save the run's config in {config_dir}: {err.strerror}; free space "
+            "or pass another --results"
+        ) from None
     return str(config_path)
+
+
+def _remove_config(config_path: str) -> None:
+    """Remove a saved config, and ``runs/`` when that leaves it empty."""
+    path = Path(config_path)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

@@ -24,6 +24,7 @@ from pytorch_lightning import Trainer, seed_everything
 from torch import Tensor, nn
 
 from ..config import get_cfg
+from ..errors import lightning_interrupts
 from ..linearize import FeatureStandardization, default_split, resolve_split
 from ..linearize._ntk import effective_parameters
 from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
@@ -226,9 +227,10 @@ class _Prepared:
             probe.set_standardization(mean, std)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=ITERABLE_LEN_WARNING)
-                trainer.fit(
-                    probe, cached_loader(features, loader.batch_size, shuffle=True)
-                )
+                with lightning_interrupts(trainer):
+                    trainer.fit(
+                        probe, cached_loader(features, loader.batch_size, shuffle=True)
+                    )
         finally:
             logging.getLogger("pytorch_lightning").setLevel(level)
             _set_rng_state(state)

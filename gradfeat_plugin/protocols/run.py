@@ -17,7 +17,7 @@ from pytorch_lightning import LightningModule, Trainer, seed_everything
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..errors import GradfeatError, ProtocolFailed
+from ..errors import GradfeatError, ProtocolFailed, lightning_interrupts
 from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import (
@@ -340,12 +340,14 @@ class _ProtocolRun:
         eval_loader = self._loader(test, batch_size, False, cached, device)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached, device)
-            trainer.validate(
-                module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
-            )
+            with lightning_interrupts(trainer):
+                trainer.validate(
+                    module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
+                )
         else:
             train_loader = self._loader(train, batch_size, True, cached, device)
-            trainer.fit(module, train_loader, eval_loader)
+            with lightning_interrupts(trainer):
+                trainer.fit(module, train_loader, eval_loader)
         return module, _scalar_metrics(trainer)
 
     def _joint_names(self, name: str) -> tuple[str, ...]:
@@ -399,7 +401,8 @@ class _ProtocolRun:
         train_loader = self._loader(train, batch_size, True, True, device)
         eval_loader = self._loader(test, batch_size, False, True, device)
         try:
-            trainer.fit(joint, train_loader, eval_loader)
+            with lightning_interrupts(trainer):
+                trainer.fit(joint, train_loader, eval_loader)
         except ProtocolFailed:
             pass  # every member failed; joint.failures says how
         return joint, _scalar_metrics(trainer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,11 +16,13 @@ from .backbones import Backbone, create_backbone
 from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
-from .linearize import linearize, resolve_split
+from .linearize import linearize, resolve_split, split_warnings
 from .protocols import ProtocolResult, expand_protocols, iter_protocols
 from .protocols._cache import check_cache_directory
 from .results import ResultsStore, config_hash, count_flops, package_versions
 from .results.store import new_run_id, verify_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,6 +117,8 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
             backbone.split = resolve_split(backbone.model, list(cfg.MODEL.SPLIT))
         except ValueError as exc:
             raise GradfeatError(str(exc)) from None
+        for line in split_warnings(backbone.model, backbone.split):
+            log.warning("warning: %s", line)
     data = get_dataset(
         cfg.DATA.DATASET,
         input_size=tuple(backbone.input_size),

@@ -252,6 +252,22 @@ def test_reading_a_store_takes_its_locks_and_leaves_no_side_files(store, monkeyp
     assert snapshot(store.parent) == before
 
 
+def test_a_store_locked_too_long_is_busy_not_corrupt(store, monkeypatch, capsys):
+    monkeypatch.setattr(store_module, "READ_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        before = snapshot(store.parent)
+        line = assert_refused(leaderboard_main(["--results", str(store)]), capsys,
+                              f"results database {store} stayed locked by another process")
+        assert "not a" not in line and "damaged" not in line
+        assert snapshot(store.parent) == before
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 # -- Ctrl-C --------------------------------------------------------------------------
 
 def test_ctrl_c_during_training_is_an_interrupt(store, tmp_path, monkeypatch, capsys):

@@ -54,7 +54,8 @@ def _check_results_path(path: str) -> None:
     # Read-only: a foreign, corrupt or read-only file is refused before any work.
     verify_store(path, writable=True)
     runs = parent / "runs"
-    if os.path.lexists(runs) and not (runs.is_dir() and os.access(runs, os.W_OK | os.X_OK)):
+    writable = runs.is_dir() and os.access(runs, os.W_OK | os.X_OK)
+    if os.path.lexists(runs) and not writable:
         raise GradfeatError(
             f"{runs} (where run configs are saved next to the results) is not a "
             "writable folder; remove it or pass another --results"
@@ -202,8 +203,8 @@ def evaluate(
         try:
             store.add_run([row], run_id=run.run_id)
         except GradfeatError:
-            if not run.records and run.config_path:  # a config without rows is half a run
-                _remove_config(run.config_path)
+            if not run.records and run.config_path:
+                _remove_config(run.config_path)  # a config without rows is half a run
             raise
         run.results.append(result)
         run.records.append(row)

@@ -118,18 +118,21 @@ def _input_size_error(
     """Why ``model`` cannot take images of ``input_size``, naming its first layer
     when the channels differ."""
     size = ",".join(str(n) for n in input_size)
-    first = next(
-        ((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None
-    )
+    convs = ((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    first = next(convs, None)
     if first is not None and first[1].in_channels != input_size[0]:
         name, conv = first
         return (
-            f"backbone {spec} takes {conv.in_channels}-channel images (its first layer "
-            f"{name} has in_channels={conv.in_channels}), but the input size is {size}; "
-            f"pass --input-size {conv.in_channels},{input_size[1]},{input_size[2]}"
+            f"backbone {spec} takes {conv.in_channels}-channel images (its first "
+            f"layer {name} has in_channels={conv.in_channels}), but the input size is "
+            f"{size}; pass --input-size "
+            f"{conv.in_channels},{input_size[1]},{input_size[2]}"
         )
     why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"backbone {spec} cannot take inputs of size {size} ({why}); pass another --input-size"
+    return (
+        f"backbone {spec} cannot take inputs of size {size} ({why}); "
+        "pass another --input-size"
+    )
 
 
 @torch.no_grad()

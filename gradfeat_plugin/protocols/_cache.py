@@ -101,14 +101,16 @@ def remove_stale_cache_folders(directory: str) -> list[str]:
     removed = []
     for name in names:
         match = _FOLDER.match(name)
-        if match is None or match.group(2) != _host_tag() or _alive(int(match.group(1))):
+        if match is None or match.group(2) != _host_tag():
+            continue
+        if _alive(int(match.group(1))):
             continue
         path = os.path.join(parent, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     if removed:
-        log.info("removed %d cache folder(s) of processes that no longer run", len(removed))
+        log.info("removed %d cache folder(s) of dead processes", len(removed))
     return removed
 
 
@@ -187,7 +189,7 @@ def _size(nbytes: float) -> str:
 
 def _free_bytes(folder: str) -> int:
     """Free bytes of the disk ``folder`` is on (or would be created on)."""
-    existing = next((p for p in (folder, *_parents(folder)) if os.path.isdir(p)), folder)
+    existing = next((p for p in (folder, *_parents(folder)) if os.path.isdir(p)), "/")
     return shutil.disk_usage(existing).free
 
 
@@ -380,7 +382,8 @@ class _Store:
             if self.parent:
                 os.makedirs(self.parent, exist_ok=True)
             self.directory = tempfile.mkdtemp(
-                prefix=f"gradfeat-cache-{os.getpid()}-{_host_tag()}-", dir=self.parent or None
+                prefix=f"gradfeat-cache-{os.getpid()}-{_host_tag()}-",
+                dir=self.parent or None,
             )
         self.files += 1
         path = os.path.join(self.directory, f"{self.files}.bin")

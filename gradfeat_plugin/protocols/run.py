@@ -340,10 +340,9 @@ class _ProtocolRun:
         eval_loader = self._loader(test, batch_size, False, cached, device)
         if isinstance(module, KNNClassifier):
             bank_loader = self._loader(train, batch_size, False, cached, device)
+            loaders = [bank_loader, eval_loader]
             with lightning_interrupts(trainer):
-                trainer.validate(
-                    module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
-                )
+                trainer.validate(module, dataloaders=loaders, verbose=self.progress)
         else:
             train_loader = self._loader(train, batch_size, True, cached, device)
             with lightning_interrupts(trainer):

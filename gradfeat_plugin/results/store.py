@@ -295,15 +295,17 @@ class ResultsStore:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection; a full disk or a lock held too long is a :class:`GradfeatError`."""
+        """A connection; a full disk or a lock held too long is a
+        :class:`GradfeatError`."""
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         try:
             yield conn
         except sqlite3.OperationalError as err:
             if _busy(err):
                 raise GradfeatError(
-                    f"results database {self.path} stayed locked by another process for "
-                    f"{self.timeout_s:.0f} s; try again when it has finished writing"
+                    f"results database {self.path} stayed locked by another process "
+                    f"for {self.timeout_s:.0f} s; try again when it has finished "
+                    "writing"
                 ) from None
             full = getattr(err, "sqlite_errorname", "") == "SQLITE_FULL"
             if not (full or "disk is full" in str(err)):

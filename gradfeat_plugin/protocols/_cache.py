@@ -413,15 +413,13 @@ class _Store:
             self.directory = None
 
 
-def _check_overflow(stored: Tensor, computed: Tensor) -> None:
-    """Fail the protocols when finite outputs became infinite in the cache's dtype."""
-    overflow = int((torch.isinf(stored) & torch.isfinite(computed)).sum())
-    if overflow:
-        name = str(stored.dtype).removeprefix("torch.")
-        raise ProtocolFailed(
-            f"{overflow} of θ1's outputs overflow DATA.CACHE_DTYPE {name} (largest "
-            f"{torch.finfo(stored.dtype).max:.4g}); set DATA.CACHE_DTYPE float32"
-        )
+def _overflow_error(count: int, dtype: torch.dtype) -> ProtocolFailed:
+    """The failure of the protocols whose stored inputs overflowed the cache's dtype."""
+    name = str(dtype).removeprefix("torch.")
+    return ProtocolFailed(
+        f"{count} of θ1's outputs overflow DATA.CACHE_DTYPE {name} (largest "
+        f"{torch.finfo(dtype).max:.4g}); set DATA.CACHE_DTYPE float32"
+    )
 
 
 @torch.no_grad()
@@ -440,6 +438,7 @@ def _map_batches(
     targets: list[Tensor] = []
     start = 0
     compute_dtype = None
+    overflow: Tensor | int = 0
     for inputs, target in tqdm(batches, desc=description, disable=not description):
         if isinstance(inputs, (list, tuple)):
             inputs = [t.to(device, non_blocking=True) for t in inputs]
@@ -450,12 +449,16 @@ def _map_batches(
             stored = [store.allocate((size, *t.shape[1:]), t) for t in outputs]
             compute_dtype = outputs[0].dtype
         for into, output in zip(stored, outputs):
-            rows = into[start : start + len(output)]
-            rows.copy_(output)
             if into.dtype != output.dtype and into.is_floating_point():
-                _check_overflow(rows, output)
+                # Cast where the outputs are; counted without a sync per batch.
+                converted = output.to(into.dtype)
+                overflow = overflow + (torch.isinf(converted) & torch.isfinite(output)).sum()
+                output = converted
+            into[start : start + len(output)].copy_(output)
         start += len(outputs[0])
         targets.append(torch.as_tensor(target).cpu())
+    if int(overflow):
+        raise _overflow_error(int(overflow), stored[0].dtype)
     cast = compute_dtype if stored and stored[0].dtype != compute_dtype else None
     return CachedInputs(
         tuple(stored) if as_tuple else stored[0],

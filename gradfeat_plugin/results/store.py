@@ -336,22 +336,26 @@ class ResultsStore:
 def _read_only(path: Path, timeout_s: float = 60.0) -> Iterator[sqlite3.Connection]:
     """A connection that cannot change the stored rows, and that takes SQLite's locks.
 
-    Never ``immutable``: another process may commit and checkpoint at any moment,
-    and a reader that takes no locks would see pages half-copied and call a busy
-    store corrupt. A WAL-mode store without a ``-wal`` file is opened as a normal
-    connection with ``query_only``, so that SQLite removes the ``-wal``/``-shm``
-    files it makes when the last connection closes (a ``mode=ro`` connection
-    cannot); otherwise, or when the file is not writable, with ``mode=ro``.
+    Not ``immutable`` where a writer may be active: another process may commit and
+    checkpoint at any moment, and a reader that takes no locks would see pages
+    half-copied and call a busy store corrupt. A WAL-mode store without a ``-wal``
+    file is opened as a normal connection with ``query_only``, so that SQLite
+    removes the ``-wal``/``-shm`` files it makes when the last connection closes (a
+    ``mode=ro`` connection cannot). Where this user cannot write the file or its
+    folder, such a store is opened ``immutable`` (SQLite could not open it
+    otherwise without leaving those files, and no writer of this user can be
+    active); any other file with ``mode=ro``.
     """
     with open(path, "rb") as f:
         header = f.read(20)
     wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:19] == b"\x02"
-    quiet = wal_mode and not Path(f"{path}-wal").exists() and os.access(path, os.W_OK)
-    if quiet:
+    quiet = wal_mode and not Path(f"{path}-wal").exists()
+    writable = os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+    if quiet and writable:
         conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
         conn.execute("PRAGMA query_only = 1")
     else:
-        uri = f"{path.resolve().as_uri()}?mode=ro"
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if quiet else "")
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
     try:
         yield conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import Callable, NoReturn
 
 from .errors import GradfeatError, ProtocolFailed
@@ -55,6 +56,11 @@ def main_guard(main: Callable[[], int]) -> int:
     # Lightning's per-Trainer info lines (devices, tips) repeat for every protocol;
     # progress bars and warnings stay.
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    # torch's forward-mode AD scripts its JVP decompositions on first use and warns
+    # that torch.jit.script is deprecated: nothing a user can act on.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+    )
     try:
         return main()
     except (GradfeatError, ProtocolFailed) as exc:

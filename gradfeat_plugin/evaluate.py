@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,14 @@ from .backbones import Backbone, create_backbone
 from .config import validate_config
 from .data import DatasetSplits, get_dataset, list_datasets
 from .errors import GradfeatError
-from .linearize import linearize, resolve_split
 from .config.protocol_kwargs import run_settings
+from .linearize import linearize, resolve_split, split_warnings
 from .protocols import ProtocolResult, expand_protocols, iter_protocols
+from .protocols._cache import check_cache_directory
 from .results import ResultsStore, config_hash, count_flops, package_versions
 from .results.store import new_run_id, verify_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +54,21 @@ def _check_results_path(path: str) -> None:
         raise GradfeatError(f"results folder {parent} does not exist")
     # Read-only: a foreign, corrupt or read-only file is refused before any work.
     verify_store(path, writable=True)
+    runs = parent / "runs"
+    writable = runs.is_dir() and os.access(runs, os.W_OK | os.X_OK)
+    if os.path.lexists(runs) and not writable:
+        raise GradfeatError(
+            f"{runs} (where run configs are saved next to the results) is not a "
+            "writable folder; remove it or pass another --results"
+        )
+
+
+def _check_cache_dir(cfg: CfgNode) -> None:
+    """The folder the θ1 pass may write its memory-mapped files in, checked before
+    any work (``disk``, or ``auto`` which may choose it)."""
+    cached = cfg.TRAIN.CACHE_FEATURES and not cfg.DATA.AUGMENT
+    if cached and cfg.DATA.CACHE in ("auto", "disk"):
+        check_cache_directory(cfg.DATA.CACHE_DIR)
 
 
 def _check_knn_k(cfg: CfgNode, names: list[str], data: DatasetSplits) -> None:
@@ -98,6 +119,8 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
             backbone.split = resolve_split(backbone.model, list(cfg.MODEL.SPLIT))
         except ValueError as exc:
             raise GradfeatError(str(exc)) from None
+        for line in split_warnings(backbone.model, backbone.split):
+            log.warning("warning: %s", line)
     data = get_dataset(
         cfg.DATA.DATASET,
         input_size=tuple(backbone.input_size),
@@ -147,6 +170,7 @@ def evaluate(
     validate_config(cfg)
     names = expand_protocols(protocols)
     _check_results_path(results_path)
+    _check_cache_dir(cfg)
     backbone, data = load_inputs(cfg)
     _check_knn_k(cfg, names, data)
     _check_linearization(cfg, backbone)
@@ -179,7 +203,12 @@ def evaluate(
             "num_classes": data.num_classes,
             "task": data.task,
         }
-        store.add_run([row], run_id=run.run_id)
+        try:
+            store.add_run([row], run_id=run.run_id)
+        except GradfeatError:
+            if not run.records and run.config_path:
+                _remove_config(run.config_path)  # a config without rows is half a run
+            raise
         run.results.append(result)
         run.records.append(row)
     return run
@@ -188,7 +217,22 @@ def evaluate(
 def _save_config(cfg: CfgNode, results_path: str, run_id: str) -> str:
     """The run's merged config as ``runs/RUN_ID.yaml`` next to the store."""
     config_dir = Path(results_path).resolve().parent / "runs"
-    config_dir.mkdir(exist_ok=True)
     config_path = config_dir / f"{run_id}.yaml"
-    config_path.write_text(cfg.dump())
+    try:
+        config_dir.mkdir(exist_ok=True)
+        config_path.write_text(cfg.dump())
+    except OSError as err:
+        _remove_config(str(config_path))
+        raise GradfeatError(
+            f"cannot save the run's config in {config_dir}: {err.strerror}; free space "
+            "or pass another --results"
+        ) from None
     return str(config_path)
+
+
+def _remove_config(config_path: str) -> None:
+    """Remove a saved config, and ``runs/`` when that leaves it empty."""
+    path = Path(config_path)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

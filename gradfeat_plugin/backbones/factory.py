@@ -94,32 +94,49 @@ def _image_size(value: Any) -> tuple[int, int] | None:
     return None
 
 
+#: The largest image side ``--input-size`` takes: one float image of 4096² pixels
+#: and 3 channels is 200 MB before the model's activations.
+MAX_INPUT_SIDE = 4096
+
+
 def parse_input_size(value: str | int | Sequence[int] | None) -> tuple[int, ...] | None:
     """``32``, ``"32"``, ``"3,32,32"`` or ``(3, 32, 32)`` as a tuple; empty gives ``None``.
 
     Raises:
-        GradfeatError: Not one or three positive integers.
+        GradfeatError: Not one or three positive integers, or a side above
+            :data:`MAX_INPUT_SIDE`.
 
     >>> parse_input_size("32"), parse_input_size("1,28,28"), parse_input_size("")
     ((32,), (1, 28, 28), None)
     """
     if value is None or value == "" or value == ():
         return None
-    if isinstance(value, int):
-        parts: list[Any] = [value]
-    elif isinstance(value, str):
-        parts = [p.strip() for p in value.replace("x", ",").split(",")]
-    else:
+    if isinstance(value, str):
+        parts: list[Any] = [p.strip() for p in value.replace("x", ",").split(",")]
+    elif isinstance(value, (tuple, list)):
         parts = list(value)
-    try:
-        size = tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) not in (1, 3) or min(size) < 1:
+    else:
+        parts = [value]
+    size = tuple(_positive_int(p) for p in parts)
+    if len(size) not in (1, 3) or 0 in size:
         raise GradfeatError(
             f"input size must be N or C,H,W with positive integers, got {value!r}"
         )
+    if max(size[-2:]) > MAX_INPUT_SIDE:
+        raise GradfeatError(
+            f"input size {value!r} has a side above {MAX_INPUT_SIDE} pixels; "
+            "pass a smaller --input-size"
+        )
     return size
+
+
+def _positive_int(part: Any) -> int:
+    """``part`` as a positive integer, or 0 when it is not one (``32.5``, ``-3``)."""
+    if isinstance(part, int) and not isinstance(part, bool):
+        return max(part, 0)
+    if isinstance(part, str) and part.isdigit():
+        return int(part)
+    return 0
 
 
 def recorded_input_size(weights: str) -> tuple[int, int, int] | None:

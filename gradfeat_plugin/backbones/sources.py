@@ -112,6 +112,29 @@ def _replace_classifier(model: nn.Module) -> None:
     model.set_submodule(heads[-1], nn.Identity())
 
 
+def _input_size_error(
+    model: nn.Module, input_size: tuple[int, int, int], spec: str, exc: BaseException
+) -> str:
+    """Why ``model`` cannot take images of ``input_size``, naming its first layer
+    when the channels differ."""
+    size = ",".join(str(n) for n in input_size)
+    convs = ((name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    first = next(convs, None)
+    if first is not None and first[1].in_channels != input_size[0]:
+        name, conv = first
+        return (
+            f"backbone {spec} takes {conv.in_channels}-channel images (its first "
+            f"layer {name} has in_channels={conv.in_channels}), but the input size is "
+            f"{size}; pass --input-size "
+            f"{conv.in_channels},{input_size[1]},{input_size[2]}"
+        )
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (
+        f"backbone {spec} cannot take inputs of size {size} ({why}); "
+        "pass another --input-size"
+    )
+
+
 @torch.no_grad()
 def feature_dim(model: nn.Module, input_size: tuple[int, int, int], spec: str) -> int:
     """``d``, from one forward pass of a zero image in eval mode.
@@ -126,8 +149,12 @@ def feature_dim(model: nn.Module, input_size: tuple[int, int, int], spec: str) -
     """
     was_training = model.training
     model.eval()
-    out = model(torch.zeros(1, *input_size))
-    model.train(was_training)
+    try:
+        out = model(torch.zeros(1, *input_size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise GradfeatError(_input_size_error(model, input_size, spec, exc)) from None
+    finally:
+        model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise GradfeatError(

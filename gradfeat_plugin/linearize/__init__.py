@@ -5,7 +5,13 @@ from ._fold import fold_batchnorm
 from ._graph import SplitForward, split_forward
 from ._ntk import NTKLinear, ntk_scales
 from ._reinit import reinitialize
-from ._split import SplitCandidate, default_split, resolve_split, split_candidates
+from ._split import (
+    SplitCandidate,
+    default_split,
+    resolve_split,
+    split_candidates,
+    split_warnings,
+)
 from ._verify import LinearizationCheck, LinearizationError
 from ._standardize import FeatureStandardization
 from .backbone import LinearizedBackbone, linearize
@@ -29,4 +35,5 @@ __all__ = [
     "reinitialize",
     "resolve_split",
     "split_forward",
+    "split_warnings",
 ]

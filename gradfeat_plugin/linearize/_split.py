@@ -18,8 +18,11 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 HEAD_NAMES = frozenset(
     {"head", "heads", "fc", "classifier", "pre_logits", "head_drop", "global_pool"}
 )
-#: The smallest share of the parameters a default θ2 holds before it grows a level.
+#: The smallest share of the parameters a default θ2 holds before it grows a level;
+#: a chosen θ2 below it is warned about.
 MIN_DEFAULT_SHARE = 0.01
+#: Normalisation layers: a θ2 of these alone has no weights to linearise.
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -219,3 +222,34 @@ def resolve_split(model: nn.Module, split: SplitSpec = None) -> list[str]:
             if a != b and (b == "" or a.startswith(b + ".")):
                 raise ValueError(f"split names overlap: {a!r} lies inside {b!r}")
     return names
+
+
+def split_warnings(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """What is odd about a chosen θ2: names that are normalisation layers only, and
+    a θ2 under :data:`MIN_DEFAULT_SHARE` of the parameters (a read-out that can hardly
+    differ from the linear probe's).
+
+    Args:
+        model: The backbone.
+        names: θ2 module names, as :func:`resolve_split` returns them.
+
+    Returns:
+        One line per finding; empty when there is nothing to say.
+    """
+    modules = dict(model.named_modules())
+    lines = [
+        f"θ2 module {name} is a normalisation layer, not a block; the default is "
+        "the top block (see --list-splits)"
+        for name in names
+        if _weighted_layers(modules[name]) == 0
+        and any(isinstance(m, NORM_LAYERS) for m in modules[name].modules())
+    ]
+    total = _num_params(model)
+    share = sum(_num_params(modules[name]) for name in names) / max(1, total)
+    if share < MIN_DEFAULT_SHARE:
+        lines.append(
+            f"θ2 ({', '.join(names)}) holds {100 * share:.2g} % of the parameters, "
+            f"under {100 * MIN_DEFAULT_SHARE:.0f} %; gradient features of so few "
+            "parameters add little to the linear probe"
+        )
+    return lines

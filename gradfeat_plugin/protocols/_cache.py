@@ -12,10 +12,14 @@ every step). Stored batches are read with one gather per batch
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm import tqdm
 
+from ..errors import GradfeatError, ProtocolFailed
 from ..linearize import LinearizedBackbone
 from ._base import epoch_seed
 
@@ -61,6 +66,86 @@ def available_ram() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+#: Cache folders are named ``gradfeat-cache-PID-HOST-...`` (the process that made
+#: them and a tag of its host), so a later run can tell those of dead processes.
+_FOLDER = re.compile(r"gradfeat-cache-(\d+)-([0-9a-f]{8})-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_cache_folders(directory: str) -> list[str]:
+    """Remove the cache folders in ``directory`` (the system's temporary folder when
+    empty) left by processes of this host that no longer run (killed during the
+    θ1 pass, say).
+
+    Returns:
+        The folders removed.
+    """
+    parent = directory or tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = _FOLDER.match(name)
+        if match is None or match.group(2) != _host_tag():
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        path = os.path.join(parent, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d cache folder(s) of dead processes", len(removed))
+    return removed
+
+
+def check_cache_directory(directory: str) -> None:
+    """Refuse a ``DATA.CACHE_DIR`` the θ1 pass could not write its files in: a file,
+    a read-only folder or a link to one, or a missing path whose nearest existing
+    parent is not a writable folder. Empty means the system's temporary folder.
+
+    Raises:
+        GradfeatError: What is wrong, in one line.
+    """
+    path = directory or tempfile.gettempdir()
+    existing = next(
+        (p for p in (path, *_parents(path)) if os.path.lexists(p)), path
+    )
+    if not os.path.isdir(existing):
+        raise GradfeatError(
+            f"DATA.CACHE_DIR {directory or path}: {existing} is not a folder; "
+            "set DATA.CACHE_DIR to a writable folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GradfeatError(
+            f"DATA.CACHE_DIR {directory or path}: folder {os.path.realpath(existing)} "
+            "is not writable; set DATA.CACHE_DIR to a writable folder"
+        )
+
+
+def _parents(path: str) -> list[str]:
+    parents, current = [], os.path.abspath(path)
+    while os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+        parents.append(current)
+    return parents
+
+
 def default_num_workers(value: int, augment: bool = False) -> int:
     """``DATA.NUM_WORKERS``: ``-1`` means ``min(8, CPUs - 1)``, or ``0`` with
     ``augment`` (workers draw other augmentations than the main process, so the
@@ -89,6 +174,16 @@ class CachePolicy:
     mode: str = "memory"
     directory: str = ""
     dtype: str = "float32"
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _free_bytes(folder: str) -> int:
+    """Free bytes of the disk ``folder`` is on (or would be created on)."""
+    existing = next((p for p in (folder, *_parents(folder)) if os.path.isdir(p)), "/")
+    return shutil.disk_usage(existing).free
 
 
 class CachedInputs(Dataset):
@@ -279,17 +374,45 @@ class _Store:
         if self.directory is None:
             if self.parent:
                 os.makedirs(self.parent, exist_ok=True)
-            self.directory = tempfile.mkdtemp(prefix="gradfeat-cache-", dir=self.parent or None)
+            self.directory = tempfile.mkdtemp(
+                prefix=f"gradfeat-cache-{os.getpid()}-{_host_tag()}-",
+                dir=self.parent or None,
+            )
         self.files += 1
         path = os.path.join(self.directory, f"{self.files}.bin")
+        size = max(1, numel * dtype.itemsize)
         with open(path, "wb") as handle:
-            handle.truncate(max(1, numel * dtype.itemsize))
+            try:
+                # Blocks allocated now: a sparse file on a full disk would end the
+                # run with SIGBUS when a page of the mapping is first written.
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(handle.fileno(), 0, size)
+                else:
+                    handle.truncate(size)
+            except OSError as err:
+                self.close()
+                where = self.parent or tempfile.gettempdir()
+                why = (f"the disk has no room for its {_size(size)}"
+                       if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror)
+                raise GradfeatError(
+                    f"cannot store the θ1 cache in {where}: {why}; free space, set "
+                    "DATA.CACHE_DIR to another disk, or use DATA.CACHE off"
+                ) from None
         return torch.from_file(path, shared=True, size=numel, dtype=dtype).view(shape)
 
     def close(self) -> None:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+def _overflow_error(count: int, dtype: torch.dtype) -> ProtocolFailed:
+    """The failure of the protocols whose stored inputs overflowed the cache's dtype."""
+    name = str(dtype).removeprefix("torch.")
+    return ProtocolFailed(
+        f"{count} of θ1's outputs overflow DATA.CACHE_DTYPE {name} (largest "
+        f"{torch.finfo(dtype).max:.4g}); set DATA.CACHE_DTYPE float32"
+    )
 
 
 @torch.no_grad()
@@ -308,6 +431,7 @@ def _map_batches(
     targets: list[Tensor] = []
     start = 0
     compute_dtype = None
+    overflow: Tensor | int = 0
     for inputs, target in tqdm(batches, desc=description, disable=not description):
         if isinstance(inputs, (list, tuple)):
             inputs = [t.to(device, non_blocking=True) for t in inputs]
@@ -318,9 +442,16 @@ def _map_batches(
             stored = [store.allocate((size, *t.shape[1:]), t) for t in outputs]
             compute_dtype = outputs[0].dtype
         for into, output in zip(stored, outputs):
+            if into.dtype != output.dtype and into.is_floating_point():
+                # Cast where the outputs are; counted without a sync per batch.
+                converted = output.to(into.dtype)
+                overflow = overflow + (torch.isinf(converted) & torch.isfinite(output)).sum()
+                output = converted
             into[start : start + len(output)].copy_(output)
         start += len(outputs[0])
         targets.append(torch.as_tensor(target).cpu())
+    if int(overflow):
+        raise _overflow_error(int(overflow), stored[0].dtype)
     cast = compute_dtype if stored and stored[0].dtype != compute_dtype else None
     return CachedInputs(
         tuple(stored) if as_tuple else stored[0],
@@ -366,6 +497,7 @@ class FrozenOutputs:
         self.mode: str | None = None
         self._boundary_store: _Store | None = None
         self._store: dict[tuple[str, int], CachedInputs] = {}
+        self._overflow: dict[tuple[str, int], ProtocolFailed] = {}
 
     def _images(self, dataset: Dataset) -> DataLoader:
         return DataLoader(
@@ -408,12 +540,20 @@ class FrozenOutputs:
         gpu_fits = self.device.type == "cuda" and total <= MEMORY_SHARE * (
             torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 0
         )
+        folder = self.policy.directory or tempfile.gettempdir()
+        if mode in ("auto", "disk"):
+            remove_stale_cache_folders(self.policy.directory)
         if mode == "auto":
             if gpu_fits or total <= MEMORY_SHARE * available_ram():
                 mode = "memory"
             else:
-                room = shutil.disk_usage(self.policy.directory or tempfile.gettempdir()).free
-                mode = "disk" if total <= room else "off"
+                mode = "disk" if total <= _free_bytes(folder) else "off"
+        elif mode == "disk" and total > _free_bytes(folder):
+            raise GradfeatError(
+                f"DATA.CACHE disk needs {_size(total)} in {folder}, which has "
+                f"{_size(_free_bytes(folder))} free; free space, set DATA.CACHE_DIR "
+                "to another disk, or use DATA.CACHE off"
+            )
         if mode == "memory" and gpu_fits:
             where = str(self.device)
         self.mode = mode
@@ -437,19 +577,25 @@ class FrozenOutputs:
         Stored even when the policy is ``off`` (a caller that asks wants them).
         """
         key = ("boundary", id(dataset))
+        if key in self._overflow:
+            raise self._overflow[key]
         if key not in self._store:
             self.plan([dataset])
             assert self._boundary_store is not None
             self.backbone.to(self.device)
-            self._store[key] = _map_batches(
-                self.backbone.forward_prefix,
-                self._images(dataset),
-                len(dataset),
-                self.device,
-                self._boundary_store,
-                as_tuple=True,
-                description="storing θ1 outputs" if self.progress else "",
-            )
+            try:
+                self._store[key] = _map_batches(
+                    self.backbone.forward_prefix,
+                    self._images(dataset),
+                    len(dataset),
+                    self.device,
+                    self._boundary_store,
+                    as_tuple=True,
+                    description="storing θ1 outputs" if self.progress else "",
+                )
+            except ProtocolFailed as exc:
+                self._overflow[key] = exc  # every protocol that reads them fails alike
+                raise
         return self._store[key]
 
     def features(self, dataset: Dataset, direct: bool = False) -> CachedInputs:

@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning import Trainer, seed_everything
 from torch import Tensor, nn
 
+from ..errors import lightning_interrupts
 from ..linearize import FeatureStandardization, LinearizedBackbone, default_split
 from ..linearize import resolve_split
 from ..linearize._ntk import effective_parameters
@@ -284,9 +285,10 @@ class GradfeatClassifier(ProtocolClassifier):
             probe.set_standardization(mean, std)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=ITERABLE_LEN_WARNING)
-                trainer.fit(
-                    probe, cached_loader(features, loader.batch_size, shuffle=True)
-                )
+                with lightning_interrupts(trainer):
+                    trainer.fit(
+                        probe, cached_loader(features, loader.batch_size, shuffle=True)
+                    )
         finally:
             logging.getLogger("pytorch_lightning").setLevel(level)
             _set_rng_state(state)

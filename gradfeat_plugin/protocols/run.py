@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config.protocol_kwargs import run_settings
-from ..errors import GradfeatError, ProtocolFailed
+from ..errors import GradfeatError, ProtocolFailed, lightning_interrupts
 from ..linearize import FeatureStandardization, linearize, resolve_split
 from ._base import check_task
 from ._cache import (
@@ -402,14 +402,16 @@ class _ProtocolRun:
             test = self._datasets(cls, cached, device, "test")
             bank_loader = self._loader(train, batch_size, False, cached, device)
             eval_loader = self._loader(test, batch_size, False, cached, device)
-            trainer.validate(
-                module, dataloaders=[bank_loader, eval_loader], verbose=self.progress
-            )
+            loaders = [bank_loader, eval_loader]
+            with lightning_interrupts(trainer):
+                trainer.validate(module, dataloaders=loaders, verbose=self.progress)
             metrics = _scalar_metrics(trainer)
             return _Run(module, metrics, metrics)
         val = self._datasets(cls, cached, device, "val")
         train_loader = self._loader(train, batch_size, True, cached, device)
-        trainer.fit(module, train_loader, self._loader(val, batch_size, False, cached, device))
+        val_loader = self._loader(val, batch_size, False, cached, device)
+        with lightning_interrupts(trainer):
+            trainer.fit(module, train_loader, val_loader)
         metrics = _scalar_metrics(trainer)
         return _Run(module, metrics, None if self.has_validation else metrics)
 
@@ -419,9 +421,11 @@ class _ProtocolRun:
         trainer, batch_size, device = self._trainer()
         cached = self.cached.get(name, False)
         test = self._datasets(cls, cached, device, "test")
-        trainer.validate(
-            module, self._loader(test, batch_size, False, cached, device), verbose=False
-        )
+        with lightning_interrupts(trainer):
+            trainer.validate(
+                module, self._loader(test, batch_size, False, cached, device),
+                verbose=False,
+            )
         return _scalar_metrics(trainer)
 
     def _joint_plan(self, name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -478,7 +482,8 @@ class _ProtocolRun:
         train_loader = self._loader(train, batch_size, True, True, device)
         eval_loader = self._loader(val, batch_size, False, True, device)
         try:
-            trainer.fit(joint, train_loader, eval_loader)
+            with lightning_interrupts(trainer):
+                trainer.fit(joint, train_loader, eval_loader)
         except ProtocolFailed:
             pass  # every member failed; joint.failures says how
         joint.val_metrics = _scalar_metrics(trainer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -81,7 +82,7 @@ def _check_output(
         raise GradfeatError(
             f"refusing to write the {what} to {path}: it is the results database"
         )
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(folder):
         raise GradfeatError(
             f"folder {folder} does not exist; create it or pick another path"
@@ -113,13 +114,20 @@ def _is_plot(head: bytes) -> bool:
 
 
 def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """``write(temporary)`` next to ``path``, then rename: never a half-written file."""
-    folder, name = os.path.split(os.path.abspath(path))
+    """``write(temporary)`` next to ``path``, then rename: never a half-written file.
+
+    A link is written through (its target is replaced, the link kept), and a file
+    that is replaced keeps its permissions.
+    """
+    path = os.path.realpath(path)
+    folder, name = os.path.split(path)
     suffix = os.path.splitext(name)[1]
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
     os.close(handle)
     try:
         write(temporary)
+        if os.path.exists(path):
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -172,7 +180,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
             raise GradfeatError(
                 f"refusing to update {args.update}: it is the results database"
             )
-        folder = os.path.dirname(os.path.abspath(args.update))
+        folder = os.path.dirname(os.path.realpath(args.update))
         if not os.path.isdir(folder):
             raise GradfeatError(
                 f"folder {folder} does not exist; create it or pick another path"

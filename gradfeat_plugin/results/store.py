@@ -24,6 +24,8 @@ DEFAULT_RESULTS_FILE = "gradfeat_results.db"
 SCHEMA_VERSION = 2
 #: Row statuses: a finished protocol, one whose training diverged, one that failed.
 STATUSES = ("ok", "diverged", "failed")
+#: How long a read waits for another process's lock before giving up.
+READ_TIMEOUT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -166,10 +168,17 @@ class ResultsStore:
         self.path = Path(os.path.expanduser(path or default_results_path()))
         self.timeout_s = timeout_s
         version = verify_store(self.path, writable=create, must_exist=not create)
-        if not self.path.exists():
+        new = not self.path.exists()
+        if new:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if create:
-            self._initialise(version)
+            try:
+                self._initialise(version)
+            except GradfeatError:
+                if new:  # no store half-made on a full disk
+                    for side in ("", "-wal", "-shm", "-journal"):
+                        Path(f"{self.path}{side}").unlink(missing_ok=True)
+                raise
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
@@ -286,9 +295,25 @@ class ResultsStore:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection; a full disk or a lock held too long is a
+        :class:`GradfeatError`."""
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         try:
             yield conn
+        except sqlite3.OperationalError as err:
+            if _busy(err):
+                raise GradfeatError(
+                    f"results database {self.path} stayed locked by another process "
+                    f"for {self.timeout_s:.0f} s; try again when it has finished "
+                    "writing"
+                ) from None
+            full = getattr(err, "sqlite_errorname", "") == "SQLITE_FULL"
+            if not (full or "disk is full" in str(err)):
+                raise
+            raise GradfeatError(
+                f"cannot write to results database {self.path}: the disk is full; "
+                "free space or pass another --results"
+            ) from None
         finally:
             conn.close()
 
@@ -309,21 +334,40 @@ class ResultsStore:
 
 @contextlib.contextmanager
 def _read_only(path: Path, timeout_s: float = 60.0) -> Iterator[sqlite3.Connection]:
-    """A connection that cannot change the file (SQLite's ``mode=ro``).
+    """A connection that cannot change the stored rows, and that takes SQLite's locks.
 
-    A WAL-mode file without a ``-wal`` file beside it holds all its data, and is
-    opened ``immutable`` so that reading it leaves no ``-wal``/``-shm`` files behind.
+    Not ``immutable`` where a writer may be active: another process may commit and
+    checkpoint at any moment, and a reader that takes no locks would see pages
+    half-copied and call a busy store corrupt. A WAL-mode store without a ``-wal``
+    file is opened as a normal connection with ``query_only``, so that SQLite
+    removes the ``-wal``/``-shm`` files it makes when the last connection closes (a
+    ``mode=ro`` connection cannot). Where this user cannot write the file or its
+    folder, such a store is opened ``immutable`` (SQLite could not open it
+    otherwise without leaving those files, and no writer of this user can be
+    active); any other file with ``mode=ro``.
     """
     with open(path, "rb") as f:
         header = f.read(20)
     wal_mode = header[:16] == b"SQLite format 3\x00" and header[18:19] == b"\x02"
-    immutable = wal_mode and not Path(f"{path}-wal").exists()
-    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
-    conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+    quiet = wal_mode and not Path(f"{path}-wal").exists()
+    writable = os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+    if quiet and writable:
+        conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if quiet else "")
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
     try:
         yield conn
     finally:
         conn.close()
+
+
+def _busy(err: sqlite3.Error) -> bool:
+    """SQLite's busy or locked error: another process holds the store."""
+    return getattr(err, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or (
+        "locked" in str(err) or "busy" in str(err)
+    )
 
 
 def _not_a_store(path: Path, why: str) -> GradfeatError:
@@ -382,7 +426,7 @@ def verify_store(
             raise _not_a_store(path, "it is an empty file")
         return 0
     try:
-        with _read_only(path) as conn:
+        with _read_only(path, READ_TIMEOUT_S) as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             tables = {r[0] for r in conn.execute(
@@ -391,6 +435,11 @@ def verify_store(
             )}
             columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
     except sqlite3.DatabaseError as err:
+        if _busy(err):
+            raise GradfeatError(
+                f"results database {path} stayed locked by another process for "
+                f"{READ_TIMEOUT_S:.0f} s; try again when it has finished writing"
+            ) from None
         raise GradfeatError(
             f"{path} is not a SQLite results database ({err}); pass another --results"
         ) from None

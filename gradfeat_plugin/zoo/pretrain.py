@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config.defaults import get_cfg
 from ..data import get_dataset
-from ..errors import GradfeatError
+from ..errors import GradfeatError, lightning_interrupts
 from .archs import create_arch
 from .cache import save_checkpoint
 from .held_out import held_out_scores
@@ -152,7 +152,8 @@ def pretrain(
             enable_progress_bar=progress,
             default_root_dir=scratch,
         )
-        trainer.fit(module, loader)
+        with lightning_interrupts(trainer):
+            trainer.fit(module, loader)
     wall_time = time.perf_counter() - start
     held_out = _held_out(
         module, arch, dataset, data_dir, seed, raw, splits, cfg.PRETRAIN.MAX_SAMPLES

@@ -114,8 +114,20 @@ def read_manifest() -> dict[str, dict]:
     path = os.path.join(shipped_weights_dir(), MANIFEST)
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as err:
+        manifest = err
+    if not isinstance(manifest, dict) or not all(
+        isinstance(entry, dict) for entry in manifest.values()
+    ):
+        why = manifest if isinstance(manifest, Exception) else "not a mapping of models"
+        raise GradfeatError(
+            f"the shipped weights' manifest {path} is damaged ({why}); reinstall the "
+            "package or remake it with benchmarks/make_zoo.py"
+        )
+    return manifest
 
 
 def file_sha256(path: str) -> str:

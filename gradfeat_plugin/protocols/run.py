@@ -528,7 +528,8 @@ class _ProtocolRun:
                     test = None if self.has_validation else metrics
                     runs[label] = _Run(joint.members[key], metrics, test, kwargs)
                 extra = {
-                    "trained_with": [f"{n}, {setting_label(k)}" for n, k in plan if n != name],
+                    "trained_with": [n for n in names if n != name],
+                    "runs_in_pass": len(plan),
                     "shared_wall_time_s": wall_time,
                 }
                 results[name] = self._result(

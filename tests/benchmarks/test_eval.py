@@ -108,7 +108,7 @@ def test_a_diverged_protocol_is_stored_as_such_and_the_others_kept(tmp_path, cap
                      "FINETUNE.OPTIMIZERS", "['sgd']", "SGD.WEIGHT_DECAY", "1e30"]) == 1
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
-    assert err[-1].startswith("error: finetune diverged (sgd: training loss is")
+    assert err[-1].startswith("error: finetune diverged (sgd, lr 0.001: training loss is")
     assert err[-1].endswith("the 1 finished protocol(s) were stored")
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT protocol, value, status FROM results").fetchall()
@@ -116,7 +116,7 @@ def test_a_diverged_protocol_is_stored_as_such_and_the_others_kept(tmp_path, cap
     assert stored[1] == ("finetune", None, "diverged")
     row = next(line for line in captured.out.splitlines() if line.startswith("| bigan"))
     assert "| diverged¹ |" in row
-    assert "¹ finetune diverged: sgd: training loss is" in captured.out
+    assert "¹ finetune diverged: sgd, lr 0.001: training loss is" in captured.out
 
 
 def test_protocol_list_input_size_and_interrupt_keeps_finished_rows(

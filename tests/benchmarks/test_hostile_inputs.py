@@ -142,7 +142,7 @@ def test_knn_k_larger_than_the_training_set(store, no_training, capsys):
     before = snapshot(store.parent)
     status = run_eval([*BASE, "--protocol", "knn", "--results", str(store),
                        "--label-fraction", "0.1", "KNN.K", "100000"])
-    assert_refused(status, capsys, "KNN.K is 100000 but the training set has only 142 images")
+    assert_refused(status, capsys, "KNN.K is 100000 but the training set has only 130 images")
     assert snapshot(store.parent) == before
 
 

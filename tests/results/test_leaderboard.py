@@ -54,8 +54,9 @@ def test_table_means_stds_gain_and_costs(records):
     assert tiny["peak memory (MiB)"] == pytest.approx(512)
     assert tiny["GFLOPs"] == pytest.approx(2.5)
     assert tiny["params (M)"] == pytest.approx(11.7)
-    # Undefined gain: no finetune for the random baseline, finetune == linear for flat.
-    assert table.column("gain recovered (%)") == [None, pytest.approx(60.0), None]
+    # No finetune for the random baseline: no gain; finetune == linear for flat: the
+    # gain is undefined, and the cell says so.
+    assert table.column("gain recovered (%)") == ["undefined", pytest.approx(60.0), None]
     random_row = dict(zip(table.columns, table.rows[2]))
     assert random_row["gradfeat"] == Stat(mean=pytest.approx(35.0), std=None, n=1)
     assert random_row["knn"] is None and random_row["wall time (s)"] is None
@@ -88,7 +89,9 @@ def test_markdown(records):
     assert lines[4] == (
         "| zoo:tiny (random) | mnist5k | val_top1 | 1 | 30.00 |  | 35.00 "
         "|  |  |  |  |  |  |  |")
-    assert len(lines) == 5
+    assert lines[5] == ""
+    assert lines[6].startswith("¹ gain recovered is defined only where fine-tuning beats")
+    assert len(lines) == 7
 
 
 def test_csv_splits_mean_and_std(records):
@@ -99,7 +102,8 @@ def test_csv_splits_mean_and_std(records):
     assert float(tiny["gradfeat std"]) == pytest.approx(1.4142, abs=1e-4)
     assert float(tiny["gain recovered (%)"]) == pytest.approx(60.0)
     assert rows[2]["gradfeat std"] == "" and rows[2]["finetune"] == ""
-    assert rows[0]["gain recovered (%)"] == ""
+    assert rows[0]["gain recovered (%)"] == "undefined"
+    assert rows[2]["gain recovered (%)"] == ""
 
 
 def test_html_is_an_escaped_table(records):
@@ -167,13 +171,18 @@ def test_doubtful_and_diverged_numbers_are_flagged_in_every_format():
     table = leaderboard_table(records)
     row = dict(zip(table.columns, table.rows[0]))
     assert row["knn"] == "diverged" and row["finetune"].mean == pytest.approx(9.44)
-    assert row["gain recovered (%)"] == pytest.approx(100 * (44.87 - 49.7) / (9.44 - 49.7))
+    # Fine-tuning below the probe: the gain is undefined, not a positive ratio of two
+    # negative differences.
+    assert row["gain recovered (%)"] == "undefined"
     md = render(table, "md")
     cells = md.splitlines()[2].split(" | ")
     assert "9.44²³" in cells and "diverged¹" in cells
     assert "¹ knn diverged: training loss is nan at step 3" in md
     assert "² at or below chance (10.00 %: one of 10 classes)" in md
     assert "³ fine-tuning below the linear probe" in md
+    assert "undefined⁴" in cells
+    assert "⁴ gain recovered is defined only where fine-tuning beats the linear probe " \
+        "(here 9.44 % against 49.70 %)" in md
     parsed = list(csv.DictReader(io.StringIO(render(table, "csv"))))
     assert parsed[0]["finetune"] == "9.4400" and parsed[0]["knn"] == "diverged"
     assert "² at or below chance" in parsed[0]["notes"]
@@ -182,7 +191,7 @@ def test_doubtful_and_diverged_numbers_are_flagged_in_every_format():
     assert "<td>9.44²³</td>" in html_text and "¹ knn diverged" in html_text
     by_protocol = {r["protocol"]: r for r in json.loads(render(table, "json"))}
     assert by_protocol["knn"]["status"] == "diverged" and by_protocol["knn"]["value"] is None
-    assert len(by_protocol["finetune"]["notes"]) == 2 and by_protocol["linear"]["notes"] == []
+    assert len(by_protocol["finetune"]["notes"]) == 3 and by_protocol["linear"]["notes"] == []
     gain = make_run({"linear": 0.5, "gradfeat": 0.45, "finetune": 0.6})
     text = render(leaderboard_table(gain), "md")
     assert "-50.00¹" in text and "¹ negative gain recovered: gradfeat and" in text

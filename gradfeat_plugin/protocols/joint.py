@@ -13,6 +13,7 @@ from ..errors import ProtocolFailed
 from ..linearize.backbone import check_shared_expansion, joint_features_from_prefix
 from ._base import ProtocolClassifier
 from .gradfeat import GradfeatClassifier
+from .linear import LinearProbeClassifier
 
 
 #: Per-step training metrics the shared pass does not log: each log call costs
@@ -23,10 +24,13 @@ _UNLOGGED_IN_TRAINING = ("train_top1", "train_top5")
 class JointLinearModels(LightningModule):
     """Several linear models over one linearised network, trained in one pass.
 
-    The members (``grad`` and ``gradfeat``) expand the same network around the same
-    probe and read the same cached θ1 outputs, so each batch runs θ2's primal
-    forward once and carries every member's tangents w2 along it
-    (:func:`~gradfeat_plugin.linearize.backbone.joint_features_from_prefix`). The
+    The members (the settings of ``grad`` and ``gradfeat``: a learning-rate sweep,
+    or the two protocols) expand the same network around the same probe and read
+    the same cached θ1 outputs, so each batch runs θ2's primal forward once and
+    carries every member's tangents w2 along it
+    (:func:`~gradfeat_plugin.linearize.backbone.joint_features_from_prefix`); or
+    they are linear probes (a sweep of ``linear``) reading the same stored
+    features. The
     members stay the models they are when trained alone: same initialisation, same
     batches (one loader, seeded per epoch as a protocol seeds it), their own loss
     and logging (under ``NAME/``; per-step training accuracies left out), and one
@@ -60,7 +64,11 @@ class JointLinearModels(LightningModule):
         if any(m.clip_grad_norm() for m in members.values()):
             # Clipping the norm of the summed gradient would couple the models.
             raise ValueError("joint training does not clip gradients")
-        if not check_shared_expansion([m.model for m in members.values()]):
+        self.expands = all(isinstance(m, GradfeatClassifier) for m in members.values())
+        probes = all(isinstance(m, LinearProbeClassifier) for m in members.values())
+        if not (self.expands or probes):
+            raise ValueError("joint training takes linear probes, or grad and gradfeat")
+        if self.expands and not check_shared_expansion([m.model for m in members.values()]):
             raise ValueError("the members do not expand the same network")
         self.members = nn.ModuleDict(members)
         self.seed = first.seed
@@ -98,10 +106,14 @@ class JointLinearModels(LightningModule):
     def _steps(self, batch: Tuple[Any, ...], step: str, batch_idx: int) -> List[Tensor]:
         """Each active member's ``training_step``/``validation_step`` on shared logits."""
         active = self._active()
-        features = joint_features_from_prefix([m.model for _, m in active], batch[0])
+        if self.expands:
+            features = joint_features_from_prefix([m.model for _, m in active], batch[0])
+            logits = [m.logits_from_features(f, j) for (_, m), (f, j) in zip(active, features)]
+        else:  # linear probes read the stored features as they are
+            logits = [member(batch[0]) for _, member in active]
         losses = []
-        for (name, member), (f, jvp) in zip(active, features):
-            with self._as_member(name, member, member.logits_from_features(f, jvp)):
+        for (name, member), member_logits in zip(active, logits):
+            with self._as_member(name, member, member_logits):
                 try:
                     losses.append(getattr(member, step)(batch, batch_idx))
                 except ProtocolFailed as exc:

@@ -33,6 +33,7 @@ from ._registry import get_protocol_class
 from .finetune import FinetuneClassifier
 from .gradfeat import GradfeatClassifier
 from .joint import JointLinearModels
+from .linear import LinearProbeClassifier
 from .settings import RunSettings, TrainerSettings, setting_label
 
 #: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
@@ -433,15 +434,20 @@ class _ProtocolRun:
 
         Every setting of ``grad`` and ``gradfeat`` (both, when the run asks for
         both) shares one pass when they read cached θ1 outputs: a learning-rate
-        sweep, or the two protocols, or both (:class:`JointLinearModels` checks
-        that they can share an optimiser).
+        sweep, or the two protocols, or both; so do the settings of the linear
+        probe, over the stored features (:class:`JointLinearModels` checks that
+        they can share an optimiser).
         """
-        if name not in JOINT_PROTOCOLS:
+        if name == PROBE_PROTOCOL:
+            names, kind = [name], LinearProbeClassifier
+        elif name in JOINT_PROTOCOLS:
+            names = [n for n in JOINT_PROTOCOLS if n in self.planned or n == name]
+            kind = GradfeatClassifier
+        else:
             return []
-        names = [n for n in JOINT_PROTOCOLS if n in self.planned or n == name]
         classes = [get_protocol_class(n) for n in names]
         if not self.use_cache or not all(
-            issubclass(c, GradfeatClassifier) and c.can_cache(**self._kwargs(n))
+            issubclass(c, kind) and c.can_cache(**self._kwargs(n))
             for n, c in zip(names, classes)
         ):
             return []
@@ -502,7 +508,8 @@ class _ProtocolRun:
         probe_failure: ProtocolFailed | None = None
         with _quiet(self.progress):
             try:
-                self.trained_probe()
+                if any(self._starts_from_probe(n) for n, _ in plan):
+                    self.trained_probe()
             except ProtocolFailed as exc:
                 probe_failure = exc
             else:

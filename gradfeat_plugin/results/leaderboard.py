@@ -479,6 +479,16 @@ def _html(table: Table) -> str:
     )
 
 
+#: What a record says about how its number was chosen (from its ``extra``).
+SELECTION_FIELDS = ("selected_on", "setting", "selection_metric", "values_by_setting")
+
+
 def _json(table: Table) -> str:
-    records = [{name: r.get(name) for name in JSON_FIELDS} for r in table.records]
+    records = [
+        {
+            **{name: r.get(name) for name in JSON_FIELDS},
+            **{name: (r.get("extra") or {}).get(name) for name in SELECTION_FIELDS},
+        }
+        for r in table.records
+    ]
     return json.dumps(records, indent=2) + "\n"

@@ -191,7 +191,10 @@ def test_doubtful_and_diverged_numbers_are_flagged_in_every_format():
     assert "<td>9.44²³</td>" in html_text and "¹ knn diverged" in html_text
     by_protocol = {r["protocol"]: r for r in json.loads(render(table, "json"))}
     assert by_protocol["knn"]["status"] == "diverged" and by_protocol["knn"]["value"] is None
-    assert len(by_protocol["finetune"]["notes"]) == 3 and by_protocol["linear"]["notes"] == []
+    assert len(by_protocol["finetune"]["notes"]) == 3
+    # The gain's footnote is every record's of the row; nothing else flags linear.
+    assert by_protocol["linear"]["notes"] == [by_protocol["finetune"]["notes"][-1]]
+    assert by_protocol["linear"]["notes"][0].startswith("gain recovered is defined only")
     gain = make_run({"linear": 0.5, "gradfeat": 0.45, "finetune": 0.6})
     text = render(leaderboard_table(gain), "md")
     assert "-50.00¹" in text and "¹ negative gain recovered: gradfeat and" in text

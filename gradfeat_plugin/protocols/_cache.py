@@ -438,6 +438,15 @@ def _map_batches(
         else:
             inputs = inputs.to(device, non_blocking=True)
         outputs = fn(inputs)
+        rows = len(target)
+        if any(t.dim() == 0 or len(t) != rows for t in outputs):
+            # Stored rows are read back per image: an output that is not one row
+            # per image (TNT's pixel tokens are images x patches) would be mixed up.
+            raise GradfeatError(
+                "θ1's outputs at the θ2 boundary are not one row per image (shapes "
+                f"{[tuple(t.shape) for t in outputs]} for {rows} images), so they "
+                "cannot be stored; set DATA.CACHE off or choose another --split"
+            )
         if not stored:
             stored = [store.allocate((size, *t.shape[1:]), t) for t in outputs]
             compute_dtype = outputs[0].dtype

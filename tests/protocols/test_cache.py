@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradfeat_plugin.config.protocol_kwargs import run_settings
+from gradfeat_plugin.errors import GradfeatError
 from gradfeat_plugin.linearize import linearize
 from gradfeat_plugin.protocols import _cache, run_protocols
 from gradfeat_plugin.protocols._base import epoch_seed
@@ -175,3 +176,29 @@ def test_image_loader_workers_change_no_number(backbone, digits):
         (result,) = run_protocols(["gradfeat"], backbone, digits, cfg, progress=False)
         values.append((result.extra["val_top1"], result.extra["val_loss"]))
     assert values[1] == values[0]
+
+
+class _PixelTokens(torch.nn.Module):
+    """θ1 hands θ2 one row per pixel, not per image (as TNT's pixel embedding does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.top = torch.nn.Linear(4, 8)
+
+    def forward(self, x):
+        tokens = self.stem(x).permute(0, 2, 3, 1).reshape(-1, 4)
+        return self.top(tokens).reshape(x.shape[0], -1, 8).mean(1)
+
+
+def test_outputs_that_are_not_one_row_per_image_are_never_stored(digits):
+    from .conftest import TinyBackbone
+
+    torch.manual_seed(0)
+    backbone = TinyBackbone(_PixelTokens().eval(), ["top"], 8)
+    cfg = make_cfg(epochs=1)
+    with pytest.raises(GradfeatError, match="not one row per image.*DATA.CACHE off"):
+        run_protocols(["gradfeat"], backbone, digits, cfg, progress=False)
+    cfg.DATA.CACHE = "off"
+    (gradfeat,) = run_protocols(["gradfeat"], backbone, digits, cfg, progress=False)
+    assert gradfeat.status == "ok" and gradfeat.value > 0.1

@@ -34,7 +34,13 @@ class FeatureStandardization(nn.Module):
     def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Install the statistics (a zero std is replaced by 1)."""
         self.mean.copy_(mean)
-        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        self.std.copy_(self.usable_std(std))
+
+    @staticmethod
+    def usable_std(std: torch.Tensor) -> torch.Tensor:
+        """``std`` with zeros (constant features) replaced by 1: what :meth:`set`
+        divides by."""
+        return torch.where(std > 0, std, torch.ones_like(std))
 
     @staticmethod
     def statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

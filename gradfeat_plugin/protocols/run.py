@@ -372,7 +372,8 @@ class _ProtocolRun:
         if not self.settings.standardize:
             return weight, bias
         mean, std = (t.to(weight) for t in self.feature_statistics(device))
-        weight = weight / std
+        # Divided as the probe's standardisation divides: a constant feature by 1.
+        weight = weight / FeatureStandardization.usable_std(std)
         return weight, bias - weight @ mean
 
     def _trainer(self) -> tuple[Trainer, int, torch.device]:

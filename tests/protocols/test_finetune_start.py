@@ -73,3 +73,27 @@ def test_a_finetune_run_below_its_start_is_failed(monkeypatch, backbone, digits)
     cfg.FINETUNE.HEAD_INIT = "random"  # no start to fall below: a number, footnoted
     (finetune,) = run_protocols(["finetune"], backbone, digits, cfg, progress=False)
     assert finetune.status == "ok" and finetune.value < linear.value
+
+
+class _WithDeadFeature(torch.nn.Module):
+    """The backbone's features and one that is always 0 (a dead ReLU unit)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        features = self.inner(x)
+        return torch.cat([features, torch.zeros_like(features[:, :1])], dim=1)
+
+
+def test_a_constant_feature_does_not_break_the_start(backbone, digits):
+    from .conftest import TinyBackbone
+
+    dead = TinyBackbone(_WithDeadFeature(backbone.model).eval(), ["inner.conv4"], 65)
+    cfg = make_cfg(epochs=1)
+    cfg.FINETUNE.HEAD_INIT = "probe"
+    linear, finetune = run_protocols(["linear", "finetune"], dead, digits, cfg,
+                                     progress=False)
+    assert linear.status == "ok"
+    assert finetune.status == "ok", finetune.reason

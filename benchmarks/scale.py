@@ -188,6 +188,8 @@ def child(args: argparse.Namespace) -> None:
     cfg.DATA.CACHE, cfg.DATA.CACHE_DTYPE = args.policy, args.dtype
     cfg.DATA.CACHE_DIR = args.cache_dir
     cfg.DATA.NUM_WORKERS = args.workers
+    # Memory is measured against N training images: none is held out for choices.
+    cfg.DATA.VAL_FRACTION = 0.0
     cfg.TRAIN.EPOCHS, cfg.TRAIN.BATCH_SIZE = 1, args.batch_size
     cfg.TRAINER.ACCELERATOR = args.accelerator
     torch.manual_seed(0)  # the same random weights in every run

@@ -290,7 +290,8 @@ def test_coverage_script_reports_real_architectures(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = out.read_text()
     assert "**2 of 2 pass (100.0 %)**" in report
-    assert "| `timm:levit_128s` | `stages.2.blocks.3` |" in report
+    assert "| `timm:levit_128s` | 3×224×224 | `stages.2.blocks.3` |" in report
+    assert "| `timm:levit_128s` | 3×224×224 | `stages.2.blocks.3` | 12.7 | dual |" in report
 
     saved = json.loads(rows.read_text())["rows"]
     assert all(row["jvp_error"] <= EXACT_TOLERANCE for row in saved)

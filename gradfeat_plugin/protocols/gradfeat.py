@@ -10,7 +10,7 @@ from typing import Any, List, Sequence
 
 import numpy as np
 import torch
-from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning import seed_everything
 from torch import Tensor, nn
 
 from ..errors import lightning_interrupts
@@ -22,6 +22,7 @@ from ._base import Inputs, ProtocolClassifier, check_feature_dim
 from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
 from ._models import install_probe, linearized_from
 from .linear import LinearProbeClassifier
+from .settings import TrainerSettings, build_trainer
 
 Probe = tuple[Tensor, Tensor | None]
 
@@ -251,15 +252,10 @@ class GradfeatClassifier(ProtocolClassifier):
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
         try:
             seed_everything(self.seed, workers=True, verbose=False)
-            trainer = Trainer(
-                max_epochs=epochs,
-                accelerator="gpu" if mean.device.type == "cuda" else "cpu",
-                devices=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=False,
-                num_sanity_val_steps=0,
+            accelerator = "gpu" if mean.device.type == "cuda" else "cpu"
+            trainer = build_trainer(
+                TrainerSettings(epochs=epochs, accelerator=accelerator, devices=1),
+                progress=False,
                 limit_val_batches=0,
             )
             probe = LinearProbeClassifier(

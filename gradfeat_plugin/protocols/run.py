@@ -34,7 +34,7 @@ from .finetune import FinetuneClassifier
 from .gradfeat import GradfeatClassifier
 from .joint import JointLinearModels
 from .linear import LinearProbeClassifier
-from .settings import RunSettings, TrainerSettings, setting_label
+from .settings import RunSettings, build_trainer, setting_label
 
 #: What ``all`` runs, in order (``linear`` first: its head is ω̄ for the next two).
 ALL_PROTOCOLS = ("linear", "grad", "gradfeat", "finetune", "knn")
@@ -99,30 +99,6 @@ def metric_name(cls: type, task: str) -> str:
     """The metric a protocol class reports for a task (``val_top1``, ``val_knn_map``)."""
     kind = "map" if task == "multilabel" else "top1"
     return f"val_knn_{kind}" if issubclass(cls, KNNClassifier) else f"val_{kind}"
-
-
-def build_trainer(settings: TrainerSettings, progress: bool = True) -> Trainer:
-    """A quiet Lightning Trainer (no logger, no checkpoints, no sanity check).
-
-    Args:
-        settings: Epochs, devices, strategy and precision.
-        progress: Show Lightning's progress bar.
-    """
-    epochs = settings.epochs
-    return Trainer(
-        max_epochs=epochs,
-        accelerator=settings.accelerator,
-        devices=settings.devices,
-        num_nodes=settings.num_nodes,
-        strategy=settings.strategy,
-        precision=settings.precision,
-        check_val_every_n_epoch=settings.val_every_n_epochs or epochs,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-    )
 
 
 @contextlib.contextmanager
@@ -408,14 +384,14 @@ class _ProtocolRun:
             with lightning_interrupts(trainer):
                 trainer.validate(module, dataloaders=loaders, verbose=self.progress)
             metrics = _scalar_metrics(trainer)
-            return _Run(module, metrics, metrics)
+            return _Run(module, metrics, metrics, kwargs)
         val = self._datasets(cls, cached, device, "val")
         train_loader = self._loader(train, batch_size, True, cached, device)
         val_loader = self._loader(val, batch_size, False, cached, device)
         with lightning_interrupts(trainer):
             trainer.fit(module, train_loader, val_loader)
         metrics = _scalar_metrics(trainer)
-        return _Run(module, metrics, None if self.has_validation else metrics)
+        return _Run(module, metrics, None if self.has_validation else metrics, kwargs)
 
     def _test_metrics(self, name: str, module: LightningModule) -> dict[str, float]:
         """The chosen module's metrics on the test split: the one time it is read."""
@@ -542,7 +518,7 @@ class _ProtocolRun:
                 }
                 results[name] = self._result(
                     name, get_protocol_class(name), runs, failures,
-                    wall_time * len(runs or [0]) / len(plan), extra,
+                    wall_time * sum(n == name for n, _ in plan) / len(plan), extra,
                 )
         return results
 
@@ -595,7 +571,7 @@ class _ProtocolRun:
                 for kwargs in self.settings_of(name):
                     label = setting_label(kwargs)
                     try:
-                        runs[label] = self._fit_once(name, kwargs)._with(kwargs)
+                        runs[label] = self._fit_once(name, kwargs)
                     except ProtocolFailed as exc:
                         failures[label] = exc
             result = self._result(name, cls, runs, failures, time.perf_counter() - start)
@@ -736,10 +712,6 @@ class _Run:
     selection: dict[str, float]
     test: dict[str, float] | None
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def _with(self, kwargs: dict[str, Any]) -> "_Run":
-        self.kwargs = kwargs
-        return self
 
 
 def _best_by_optimizer(runs: dict[str, _Run], values: dict[str, float]) -> dict[str, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytorch_lightning import Trainer
+
 from ._cache import CachePolicy
 
 
@@ -29,6 +31,34 @@ class TrainerSettings:
     strategy: str = "auto"
     precision: str = "32-true"
     val_every_n_epochs: int = 0
+
+
+def build_trainer(
+    settings: TrainerSettings, progress: bool = True, **overrides: Any
+) -> Trainer:
+    """A quiet Lightning Trainer (no logger, no checkpoints, no sanity check).
+
+    Args:
+        settings: Epochs, devices, strategy and precision.
+        progress: Show Lightning's progress bar.
+        **overrides: Other ``Trainer`` arguments (e.g. ``limit_val_batches``).
+    """
+    epochs = settings.epochs
+    return Trainer(
+        max_epochs=epochs,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
+        precision=settings.precision,
+        check_val_every_n_epoch=settings.val_every_n_epochs or epochs,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        **overrides,
+    )
 
 
 @dataclass

@@ -17,8 +17,9 @@ from .linear import LinearProbeClassifier
 
 
 #: Per-step training metrics the shared pass does not log: each log call costs
-#: Lightning about as much as a small model's step, and no result reads them.
-_UNLOGGED_IN_TRAINING = ("train_top1", "train_top5")
+#: Lightning about as much as a small model's step, and no result reads them (a
+#: member's non-finite loss is caught in its ``training_step``, not from its log).
+_UNLOGGED_IN_TRAINING = ("train_loss", "train_top1", "train_top5")
 
 
 class JointLinearModels(LightningModule):

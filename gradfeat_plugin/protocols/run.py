@@ -322,6 +322,9 @@ class _ProtocolRun:
             split=self.split,
             batch_size_per_device=batch_size,
         )
+        shared = self._shared_linearization(cls, kwargs)
+        if shared is not None:
+            given["model"] = shared
         accepted = inspect.signature(cls.__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             given = {k: v for k, v in given.items() if k in accepted}
@@ -333,6 +336,26 @@ class _ProtocolRun:
         elif kwargs.get("head_init") == "probe":
             module.set_probe(*self.raw_probe(module.device))
         return module
+
+    def _shared_linearization(self, cls: type, kwargs: dict[str, Any]) -> Any:
+        """The linearisation θ1's stored outputs come from, for a built-in linear
+        model that would build the same one (same split, folding, parametrisation
+        and engine; no re-initialised parts): a copy of it replaces its own
+        tracing and self-check (seconds per run of a sweep on a large model).
+        ``None`` otherwise, or before that linearisation exists."""
+        if self.frozen is None or not issubclass(
+            cls, (LinearProbeClassifier, GradfeatClassifier)
+        ):
+            return None
+        if kwargs.get("random_theta1") or kwargs.get("random_theta2"):
+            return None
+        same = (
+            kwargs.get("split", self.split) in (None, self.split, list(self.split))
+            and kwargs.get("fold_bn", True) == self.settings.fold_bn
+            and kwargs.get("ntk", True) == self.settings.ntk
+            and kwargs.get("engine", "auto") == self.settings.engine
+        )
+        return self.frozen.backbone if same else None
 
     def _starts_from_probe(self, name: str) -> bool:
         """Whether protocol ``name`` expands around ω̄ or starts its head from it."""

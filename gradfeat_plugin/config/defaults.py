@@ -116,8 +116,8 @@ _C.FINETUNE.OPTIMIZERS = ["adam", "sgd"]
 # 0 turns clipping off.
 _C.FINETUNE.CLIP_GRAD_NORM = 10.0
 # Where the head starts: probe (the linear probe chosen on the validation split, its
-# standardisation folded in: linear probing then fine-tuning) or random (nn.Linear's
-# initialisation, the paper's start).
+# standardisation folded in: linear probing then fine-tuning), random (nn.Linear's
+# initialisation, the paper's start) or zero (weight and bias 0).
 _C.FINETUNE.HEAD_INIT = "probe"
 
 _C.GRAD = CfgNode()

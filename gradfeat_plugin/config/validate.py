@@ -10,6 +10,7 @@ from fvcore.common.config import CfgNode
 from ..errors import GradfeatError
 from ..linearize._engines import ENGINES
 from ..protocols._cache import CACHE_DTYPES, CACHE_POLICIES
+from ..protocols.finetune import HEAD_INITS
 
 OPTIMIZERS = ("adam", "sgd")
 ABLATION_CHOICES = ("pretrained", "random")
@@ -187,7 +188,7 @@ def validate_config(cfg: CfgNode) -> None:
     _flag("FINETUNE.WHOLE_NETWORK", cfg.FINETUNE.WHOLE_NETWORK)
     _optimizer_list("FINETUNE.OPTIMIZERS", cfg.FINETUNE.OPTIMIZERS)
     _non_negative("FINETUNE.CLIP_GRAD_NORM", cfg.FINETUNE.CLIP_GRAD_NORM)
-    _choice("FINETUNE.HEAD_INIT", cfg.FINETUNE.HEAD_INIT, ("probe", "random"))
+    _choice("FINETUNE.HEAD_INIT", cfg.FINETUNE.HEAD_INIT, HEAD_INITS)
     _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)

@@ -15,7 +15,7 @@ from ._models import SplitNetwork
 from .gradfeat import whole_module_split
 
 #: Where the fine-tuning head starts.
-HEAD_INITS = ("random", "probe")
+HEAD_INITS = ("random", "zero", "probe")
 
 
 class FinetuneClassifier(ProtocolClassifier):
@@ -38,8 +38,9 @@ class FinetuneClassifier(ProtocolClassifier):
         split: θ2 module name(s); default: the top block.
         whole_network: Train every parameter, θ1 included (inputs are then images).
         clip_grad_norm: Clip each step's gradient norm at this value (0: off).
-        head_init: ``random`` (``nn.Linear``'s initialisation, the paper's start) or
-            ``probe``: the head starts from a linear probe installed with
+        head_init: ``random`` (``nn.Linear``'s initialisation, the paper's start),
+            ``zero`` (weight and bias 0: every logit starts equal) or ``probe``: the
+            head starts from a linear probe installed with
             :meth:`set_probe` before training (linear probing then fine-tuning,
             Kumar et al. 2022; ``run_protocols`` installs the probe it chose).
         **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
@@ -95,6 +96,10 @@ class FinetuneClassifier(ProtocolClassifier):
         )
         self.freeze_all_but_trainable()
         self.head_init = head_init
+        if head_init == "zero":
+            with torch.no_grad():
+                for param in self.classification_head.parameters():
+                    param.zero_()
         self.register_buffer("head_from_probe", torch.tensor(False))
         arguments.update(split=list(network.split), feature_dim=dim)
         self.save_arguments(arguments, "kwargs")

@@ -97,3 +97,20 @@ def test_a_constant_feature_does_not_break_the_start(backbone, digits):
                                      progress=False)
     assert linear.status == "ok"
     assert finetune.status == "ok", finetune.reason
+
+
+@pytest.mark.parametrize("head_init, zero", [("zero", True), ("random", False)])
+def test_a_zero_head_starts_at_zero_and_a_random_one_does_not(backbone, head_init, zero):
+    model = FinetuneClassifier(backbone.model, 16, num_classes=10, head_init=head_init)
+    head = model.classification_head
+    assert (float(head.weight.abs().max()) == 0.0) is zero
+    assert (float(head.bias.abs().max()) == 0.0) is zero
+    with torch.no_grad():
+        logits = model(torch.randn(3, 3, 32, 32))
+    # A zero head gives every class the same logit: a uniform start.
+    assert (float(logits.std(dim=1).max()) == 0.0) is zero
+
+
+def test_an_unknown_head_start_is_refused(backbone):
+    with pytest.raises(ValueError, match="head_init must be one of random, zero, probe"):
+        FinetuneClassifier(backbone.model, 16, num_classes=10, head_init="ones")

@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="image size fed to the backbone, e.g. 32 or 3,32,32 "
                    "(default: recorded with the checkpoint, else the model's)")
     p.add_argument("--mean", nargs="+", metavar="R G B|NAME",
-                   help="per-channel normalisation mean, or imagenet, inception or clip "
-                   "(default: the model's own)")
+                   help="per-channel normalisation mean, or imagenet, inception or "
+                   "clip (default: the model's own)")
     p.add_argument("--std", nargs="+", metavar="R G B|NAME",
                    help="per-channel normalisation std, or a name as for --mean")
     p.add_argument("--split", nargs="+", help="θ2 module name(s); default: the family's top block")
@@ -112,7 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # overrides, not list items.
     for flag in ("protocol", "model_kwargs", "mean", "std"):
         items = getattr(args, flag)
-        end = next((i for i, item in enumerate(items or []) if i and _is_key(item)), None)
+        keys = (i for i, item in enumerate(items or []) if i and _is_key(item))
+        end = next(keys, None)
         if end is not None:
             args.opts = items[end:] + args.opts
             setattr(args, flag, items[:end])

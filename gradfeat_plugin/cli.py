@@ -73,11 +73,17 @@ def parse_model_kwargs(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key.isidentifier():
             raise GradfeatError(
-                f"--model-kwargs takes KEY=VALUE pairs such as img_size=32, got {item!r}"
+                "--model-kwargs takes KEY=VALUE pairs such as img_size=32, "
+                f"got {item!r}"
             )
         if key in kwargs:
             raise GradfeatError(f"--model-kwargs gives {key} twice")
-        value = parse_yaml(text, "--model-kwargs") if text.strip() else ""
+        try:
+            value = parse_yaml(text, "--model-kwargs") if text.strip() else ""
+        except GradfeatError:
+            raise GradfeatError(
+                f"--model-kwargs {key}: cannot read {text!r} as a YAML scalar or list"
+            ) from None
         if isinstance(value, str):
             try:
                 value = ast.literal_eval(value.strip())
@@ -99,8 +105,10 @@ def parse_normalization(values: list[str], flag: str) -> str | list[float]:
     Raises:
         GradfeatError: Neither numbers nor a single name.
 
-    >>> parse_normalization(["0.5", "0.5", "0.5"], "--mean"), parse_normalization(["clip"], "--std")
-    ([0.5, 0.5, 0.5], 'clip')
+    >>> parse_normalization(["0.5", "0.25", "1"], "--std")
+    [0.5, 0.25, 1.0]
+    >>> parse_normalization(["clip"], "--mean")
+    'clip'
     """
     try:
         return [float(v) for v in values]
@@ -108,7 +116,8 @@ def parse_normalization(values: list[str], flag: str) -> str | list[float]:
         if len(values) == 1:
             return values[0]
         raise GradfeatError(
-            f"{flag} takes numbers (one per channel) or one name, got {' '.join(values)}"
+            f"{flag} takes numbers (one per channel) or one name, "
+            f"got {' '.join(values)}"
         ) from None
 
 

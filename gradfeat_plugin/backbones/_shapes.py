@@ -124,8 +124,8 @@ def suggested_kwargs(
             if m.checkpoint[1] != m.model[1]:
                 kwargs.setdefault("in_chans", m.checkpoint[1])
         elif m.key == first_conv and len(m.checkpoint) == 4:
-            same_otherwise = (m.checkpoint[0], *m.checkpoint[2:]) == (m.model[0], *m.model[2:])
-            if m.checkpoint[1] != m.model[1] and same_otherwise:
+            others = (m.checkpoint[0], *m.checkpoint[2:]) == (m.model[0], *m.model[2:])
+            if m.checkpoint[1] != m.model[1] and others:
                 kwargs.setdefault("in_chans", m.checkpoint[1])
     return kwargs
 
@@ -146,7 +146,10 @@ def mismatch_message(
         hint = "check the --model spec and --model-kwargs"
     else:
         given = " ".join(f"{k}={v}" for k, v in kwargs.items())
-        hint = f"it was saved from a model built with other arguments: pass --model-kwargs {given}"
+        hint = (
+            "it was saved from a model built with other arguments: pass "
+            f"--model-kwargs {given}"
+        )
         if "in_chans" in kwargs:
             size = tuple(dict(getattr(model, "pretrained_cfg", None) or {}).get(
                 "input_size", (0, 0, 0)))

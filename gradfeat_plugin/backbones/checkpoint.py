@@ -91,8 +91,10 @@ class LoadReport:
         """One line: how many tensors came from which prefix, and the groups of
         known self-supervised parts that were left out.
 
-        >>> LoadReport("a.ckpt", "backbone.", ["w"], left_out={"projection_head.": 4}).summary()
-        'checkpoint a.ckpt: 1 tensors loaded from backbone.*; left out on purpose: projection_head.* (4)'
+        >>> report = LoadReport("a.pt", "backbone.", ["w"], left_out={"prototypes.": 1})
+        >>> print(report.summary().replace("; ", ";\\n"))
+        checkpoint a.pt: 1 tensors loaded from backbone.*;
+        left out on purpose: prototypes.* (1)
         """
         where = f"{self.prefix}*" if self.prefix else "the top level"
         line = f"checkpoint {self.path}: {len(self.loaded)} tensors loaded from {where}"

@@ -137,7 +137,8 @@ def class_defaults(cls: type) -> dict[str, Any]:
             if p.default is not p.empty:
                 defaults.setdefault(p.name, p.default)
     if "weight_decay" in defaults and defaults["weight_decay"] is None:
-        defaults["weight_decay"] = DEFAULT_WEIGHT_DECAY[defaults.get("optimizer", "adam")]
+        optimizer = defaults.get("optimizer", "adam")
+        defaults["weight_decay"] = DEFAULT_WEIGHT_DECAY[optimizer]
     return defaults
 
 

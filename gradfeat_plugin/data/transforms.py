@@ -63,7 +63,7 @@ def normalization(
         values = tuple(float(v) for v in NORMALIZATIONS[value][which])
     else:
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+        if not all(type(v) in (int, float) for v in items):
             raise GradfeatError(f"{flag} must be numbers, got {value!r}")
         values = tuple(float(v) for v in items)
     lengths = (channels,) if channels else (1, 3)

@@ -15,7 +15,8 @@ VIT = "timm:vit_tiny_patch16_224"
 
 
 def _save(model: torch.nn.Module, path: Path, prefix: str = "") -> str:
-    torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}}, path)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, path)
     return str(path)
 
 

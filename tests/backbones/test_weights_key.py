@@ -73,7 +73,9 @@ def test_byol_checkpoint_loads_the_backbone_and_summarises_the_rest(
 def test_keyless_and_keyed_runs_resolve_the_same_prefix(tmp_path: Path) -> None:
     path = _save(BYOL(_encoder(0)).state_dict(), tmp_path / "byol.ckpt")
     found = create_backbone("bigan_encoder", weights=path, width=4)
-    given = create_backbone("bigan_encoder", weights=path, width=4, weights_key="backbone.")
+    given = create_backbone(
+        "bigan_encoder", weights=path, width=4, weights_key="backbone."
+    )
     assert found.weights_key == given.weights_key == "backbone"
     assert create_backbone("bigan_encoder", weights="random", width=4,
                            weights_key="backbone").weights_key == ""
@@ -105,8 +107,9 @@ def test_hints_give_the_full_prefix(tmp_path: Path) -> None:
     }
     path = _save(state, tmp_path / "dino.ckpt")
     for key in ("", "model"):
-        with pytest.raises(GradfeatError, match=r"several backbones \(model\.student\., "
-                           r"model\.teacher\.\).* e\.g\. --weights-key model\.student$"):
+        with pytest.raises(GradfeatError, match=r"several backbones "
+                           r"\(model\.student\., model\.teacher\.\).* "
+                           r"e\.g\. --weights-key model\.student$"):
             load_checkpoint(_encoder(2), path, weights_key=key)
     target = _encoder(2)
     assert load_checkpoint(target, path, weights_key="model.teacher").prefix == (

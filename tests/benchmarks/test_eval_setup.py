@@ -30,7 +30,8 @@ def run_knn(*argv: str) -> int:
 
 def _settings(db: Path) -> list[dict[str, str]]:
     with sqlite3.connect(db) as conn:
-        configs = [c for (c,) in conn.execute("SELECT config FROM results ORDER BY rowid")]
+        query = "SELECT config FROM results ORDER BY rowid"
+        configs = [c for (c,) in conn.execute(query)]
     return [dict(setting_of_config(c)) for c in configs]
 
 
@@ -73,6 +74,11 @@ def test_model_kwargs_make_their_own_setting(tmp_path):
     eight, again, four = _settings(db)
     assert eight == again != four
     assert (eight["MODEL.KWARGS.width"], four["MODEL.KWARGS.width"]) == ("8", "4")
+    with sqlite3.connect(db) as conn:
+        query = "SELECT params FROM results ORDER BY rowid"
+        params = [p for (p,) in conn.execute(query)]
+    widths = [BiGANEncoder(width=w) for w in (8, 8, 4)]
+    assert params == [sum(p.numel() for p in m.parameters()) for m in widths]
 
 
 def test_a_keyword_the_model_does_not_take_is_one_error_line(tmp_path, capsys):

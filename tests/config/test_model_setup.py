@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gradfeat_plugin.cli import main_guard, parse_model_kwargs, parse_normalization
@@ -29,13 +31,14 @@ def test_model_kwargs_values_are_yaml_scalars_or_python_literals():
     (["2x=1"], "got '2x=1'"),
     (["a=1", "a=2"], "gives a twice"),
     (["a={b: 1}"], "a must be a number, true/false, a name or a list"),
+    (["a=[32,"], "--model-kwargs a: cannot read '[32,' as a YAML scalar or list"),
     (["a=__import__('os')"], None),
 ])
 def test_bad_model_kwargs(items, fragment):
     if fragment is None:  # not a literal: kept as the text, never evaluated
         assert parse_model_kwargs(items) == {"a": "__import__('os')"}
         return
-    with pytest.raises(GradfeatError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(GradfeatError, match=re.escape(fragment)):
         parse_model_kwargs(items)
 
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradfeat_plugin.cli import ArgumentParser, main_guard, show_info_lines
+from gradfeat_plugin.cli import (
+    ArgumentParser,
+    main_guard,
+    parse_model_kwargs,
+    parse_normalization,
+    show_info_lines,
+)
 from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.evaluate import evaluate
 from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
@@ -29,6 +35,9 @@ FLAG_KEYS = {
     "weights": "MODEL.WEIGHTS",
     "allow_partial_weights": "MODEL.ALLOW_PARTIAL_WEIGHTS",
     "weights_key": "MODEL.WEIGHTS_KEY",
+    "model_kwargs": "MODEL.KWARGS",
+    "mean": "MODEL.MEAN",
+    "std": "MODEL.STD",
     "input_size": "MODEL.INPUT_SIZE",
     "split": "MODEL.SPLIT",
     "dataset": "DATA.DATASET",
@@ -53,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol", nargs="+", default=["all"], metavar="PROTOCOL",
                    help=f"one or more of {', '.join(PROTOCOL_CHOICES)}")
     p.add_argument("--model", help="timm:NAME, torchvision:NAME, zoo:NAME or an entry point")
+    p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE",
+                   help="keywords of the model's constructor, e.g. img_size=32 "
+                   "patch_size=8 or in_chans=1 (MODEL.KWARGS)")
     p.add_argument("--weights", help="pretrained, random, or a checkpoint PATH or URL")
     p.add_argument("--allow-partial-weights", action="store_const", const=True,
                    help="accept a checkpoint that leaves model tensors unloaded")
@@ -62,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input-size", metavar="N|C,H,W",
                    help="image size fed to the backbone, e.g. 32 or 3,32,32 "
                    "(default: recorded with the checkpoint, else the model's)")
+    p.add_argument("--mean", nargs="+", metavar="R G B|NAME",
+                   help="per-channel normalisation mean, or imagenet, inception or "
+                   "clip (default: the model's own)")
+    p.add_argument("--std", nargs="+", metavar="R G B|NAME",
+                   help="per-channel normalisation std, or a name as for --mean")
     p.add_argument("--split", nargs="+", help="θ2 module name(s); default: the family's top block")
     p.add_argument("--dataset", help="dataset name (see --list-datasets)")
     p.add_argument("--data-dir", help="root folder of downloaded datasets")
@@ -91,25 +108,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="print MODEL's θ2 candidates with parameter counts, default marked")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
-    # KEY VALUE overrides right after the list (--protocol linear TRAIN.LR 0.1) are
-    # overrides, not protocol names.
-    for index, name in enumerate(args.protocol):
+    # KEY VALUE overrides right after a list (--protocol linear TRAIN.LR 0.1) are
+    # overrides, not list items.
+    for flag in ("protocol", "model_kwargs", "mean", "std"):
+        items = getattr(args, flag)
+        keys = (i for i, item in enumerate(items or []) if i and _is_key(item))
+        end = next(keys, None)
+        if end is not None:
+            args.opts = items[end:] + args.opts
+            setattr(args, flag, items[:end])
+    for name in args.protocol:
         if name not in PROTOCOL_CHOICES:
-            if index and name.split(".")[0].isupper():
-                args.opts = args.protocol[index:] + args.opts
-                args.protocol = args.protocol[:index]
-                break
             p.error(f"argument --protocol: invalid choice: {name!r} (choose from "
                     f"{', '.join(PROTOCOL_CHOICES)})")
+    if args.model_kwargs:
+        args.model_kwargs = parse_model_kwargs(args.model_kwargs)
+    for flag in ("mean", "std"):
+        if getattr(args, flag):
+            setattr(args, flag, parse_normalization(getattr(args, flag), f"--{flag}"))
     return args
 
 
-def split_table(spec: str) -> str:
+def _is_key(item: str) -> bool:
+    """Whether a list item is a config key (``TRAIN.LR``) that starts the overrides."""
+    return "=" not in item and item.split(".")[0].isupper()
+
+
+def split_table(spec: str, model_kwargs: dict | None = None) -> str:
     """The θ2 candidates of a model spec (its structure: random weights suffice)."""
     from gradfeat_plugin import create_backbone
     from gradfeat_plugin.linearize import split_candidates
 
-    backbone = create_backbone(spec, weights="random")
+    backbone = create_backbone(spec, weights="random", **(model_kwargs or {}))
     default = set(backbone.split)
     lines = [f"{'module':<48}{'params':>14}{'share %':>9}  kind"]
     candidates = split_candidates(backbone.model)
@@ -127,7 +157,7 @@ def split_table(spec: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_splits:
-        print(split_table(args.list_splits))
+        print(split_table(args.list_splits, args.model_kwargs))
         return 0
     if args.list_models or args.list_protocols or args.list_datasets:
         from gradfeat_plugin import list_backbones, list_datasets, list_protocols

@@ -113,6 +113,9 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
         weights_key=cfg.MODEL.WEIGHTS_KEY,
         input_size=cfg.MODEL.INPUT_SIZE,
         allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+        mean=cfg.MODEL.MEAN,
+        std=cfg.MODEL.STD,
+        **dict(cfg.MODEL.KWARGS),
     )
     if cfg.MODEL.SPLIT:
         try:
@@ -133,6 +136,27 @@ def load_inputs(cfg: CfgNode) -> tuple[Backbone, DatasetSplits]:
         augment=cfg.DATA.AUGMENT,
     )
     return backbone, data
+
+
+def recorded_config(cfg: CfgNode, backbone: Backbone) -> CfgNode:
+    """The config stored with a run's rows and saved next to them: ``cfg`` with what
+    was resolved while building the backbone, so that runs that evaluate the same
+    thing have the same setting (one leaderboard row) and rerunning the saved
+    config repeats the run.
+
+    ``MODEL.WEIGHTS_KEY`` is the prefix the checkpoint's tensors came from, given
+    or found (empty without a checkpoint); ``MODEL.MEAN``/``MODEL.STD``, when set,
+    are numbers (a name such as ``imagenet`` is replaced by its values).
+    """
+    recorded = cfg.clone()
+    recorded.defrost()
+    recorded.MODEL.WEIGHTS_KEY = backbone.weights_key
+    if cfg.MODEL.MEAN is not None:
+        recorded.MODEL.MEAN = list(backbone.mean)
+    if cfg.MODEL.STD is not None:
+        recorded.MODEL.STD = list(backbone.std)
+    recorded.freeze()
+    return recorded
 
 
 def _weights_label(weights: str, cfg: CfgNode, partial: bool = False) -> str:
@@ -176,6 +200,7 @@ def evaluate(
     _check_linearization(cfg, backbone)
     pl.seed_everything(cfg.TRAIN.SEED, verbose=False)
     flops, params = count_flops(backbone.model, tuple(backbone.input_size))
+    recorded = recorded_config(cfg, backbone)
     common = {
         "model": backbone.spec,
         "weights": _weights_label(backbone.weights, cfg, backbone.partial),
@@ -184,8 +209,8 @@ def evaluate(
         "flops": flops,
         "params": params,
         "versions": package_versions(),
-        "config_hash": config_hash(cfg.dump()),
-        "config": cfg.dump(),
+        "config_hash": config_hash(recorded.dump()),
+        "config": recorded.dump(),
     }
     run = EvalRun(run_id=None, results=[])
     store: ResultsStore | None = None
@@ -194,7 +219,7 @@ def evaluate(
         if store is None:
             store = ResultsStore(results_path)
             run.run_id = new_run_id()
-            run.config_path = _save_config(cfg, results_path, run.run_id)
+            run.config_path = _save_config(recorded, results_path, run.run_id)
         row = asdict(result)
         row.update(common)
         row["extra"] = {

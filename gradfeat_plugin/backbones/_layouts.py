@@ -113,17 +113,23 @@ def describe_prefixes(keys: list[str], limit: int = 6) -> str:
 
 
 def _choose(candidates: list[str], path: str) -> str:
-    """One prefix among equally good ones: a wrapper chain wins, else it is ambiguous."""
-    chains = sorted((p for p in candidates if is_wrapper_chain(p)), key=len)
-    if chains:
+    """One prefix among equally good ones (full prefixes, as in the checkpoint).
+
+    The only wrapper chain wins over copies kept beside it (``backbone.`` over
+    ``backbone_momentum.``); several chains (``backbone.`` and ``model.backbone.``),
+    or several prefixes none of which is a chain (DINO's ``student_backbone.`` and
+    ``teacher_backbone.``), are ambiguous.
+    """
+    chains = [p for p in candidates if is_wrapper_chain(p)]
+    if len(chains) == 1:
         return chains[0]
     if len(candidates) == 1:
         return candidates[0]
-    names = ", ".join(sorted(candidates))
+    tied = sorted(chains or candidates)
     raise GradfeatError(
-        f"checkpoint {path} holds several backbones ({names}); pick one with "
+        f"checkpoint {path} holds several backbones ({', '.join(tied)}); pick one with "
         f"--weights-key PREFIX (MODEL.WEIGHTS_KEY), e.g. --weights-key "
-        f"{sorted(candidates)[0].rstrip('.')}"
+        f"{tied[0].rstrip('.')}"
     )
 
 
@@ -171,13 +177,10 @@ def select_tensors(
             if (m := by_order(state_dict, target, forced + p)) is not None
         }
         if ordered:
-            prefix = _choose(list(ordered), path)
-            mapping = ordered[prefix]
+            prefix = _choose([forced + p for p in ordered], path)
+            mapping = ordered[prefix[len(forced):]]
             return Selection(
-                forced + prefix,
-                {n: state_dict[k] for n, k in mapping.items()},
-                "order",
-                mapping,
+                prefix, {n: state_dict[k] for n, k in mapping.items()}, "order", mapping
             )
     if best == 0:
         raise GradfeatError(
@@ -186,8 +189,8 @@ def select_tensors(
             f"{describe_prefixes(list(target))}; pick the backbone's prefix with "
             "--weights-key PREFIX, or check the --model spec"
         )
-    prefix = _choose([p for p, f in fits.items() if len(f) == best], path)
-    mapping = fits[prefix]
+    prefix = _choose([forced + p for p, f in fits.items() if len(f) == best], path)
+    mapping = fits[prefix[len(forced):]]
     return Selection(
-        forced + prefix, {n: state_dict[k] for n, k in mapping.items()}, "names", mapping
+        prefix, {n: state_dict[k] for n, k in mapping.items()}, "names", mapping
     )

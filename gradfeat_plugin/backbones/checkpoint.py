@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
+import logging
 import os
 import pathlib
 import pickle
@@ -26,6 +28,7 @@ from ._layouts import (
     key_prefixes,
     select_tensors,
 )
+from ._shapes import mismatch_message, shape_mismatches
 
 # Plain types that Lightning checkpoints keep in their hyperparameters
 # (``save_hyperparameters(args)`` stores an argparse Namespace). Only these are
@@ -44,6 +47,16 @@ _URL_SCHEMES = ("http", "https", "ftp")
 _IGNORED_MISSING_SUFFIXES = (".num_batches_tracked",)
 #: Missing names shown in the error for a partial checkpoint.
 SHOWN_MISSING = 5
+#: Parts of self-supervised training modules that are not the backbone: heads,
+#: momentum / EMA / teacher copies, queues, prototypes, losses with state. A key
+#: with a component that matches one of these patterns is left out on purpose.
+SSL_PARTS = (
+    "projection_head*", "prediction_head*", "student_head*", "teacher_head*",
+    "*momentum*", "teacher*", "student*", "ema", "ema_*", "*_ema", "queue*",
+    "prototypes", "criterion", "memory_bank", "decoder*",
+)
+
+log = logging.getLogger(__name__)
 
 path_manager = PathManager()
 path_manager.register_handler(HTTPURLHandler())
@@ -60,6 +73,10 @@ class LoadReport:
         missing: Model keys the checkpoint lacks (left as they were).
         unexpected: Checkpoint keys that fit no model key (ignored).
         layout: ``names`` (keys matched by name) or ``order`` (by order and shape).
+        left_out: Parts of a self-supervised module that are not the backbone
+            (:data:`SSL_PARTS`), by key group (``projection_head.``,
+            ``backbone_momentum.``) with their tensor counts; their keys are among
+            ``unexpected``.
     """
 
     path: str
@@ -68,11 +85,41 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     layout: str = "names"
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: how many tensors came from which prefix, and the groups of
+        known self-supervised parts that were left out.
+
+        >>> report = LoadReport("a.pt", "backbone.", ["w"], left_out={"prototypes.": 1})
+        >>> print(report.summary().replace("; ", ";\\n"))
+        checkpoint a.pt: 1 tensors loaded from backbone.*;
+        left out on purpose: prototypes.* (1)
+        """
+        where = f"{self.prefix}*" if self.prefix else "the top level"
+        line = f"checkpoint {self.path}: {len(self.loaded)} tensors loaded from {where}"
+        if self.layout == "order":
+            line += " (matched by order and shape)"
+        if self.left_out:
+            groups = ", ".join(f"{g}* ({n})" for g, n in sorted(self.left_out.items()))
+            line += f"; left out on purpose: {groups}"
+        return line
 
     @property
     def partial(self) -> bool:
         """Whether some model tensors kept their previous values."""
         return bool(_unloaded(self.missing))
+
+
+def ssl_part(key: str) -> str | None:
+    """The group of a key that belongs to a known self-supervised part, up to that
+    part (``model.projection_head.`` for ``model.projection_head.layers.0.weight``),
+    else ``None``."""
+    parts = key.split(".")[:-1]
+    for end, part in enumerate(parts, 1):
+        if any(fnmatch.fnmatchcase(part, pattern) for pattern in SSL_PARTS):
+            return ".".join(parts[:end]) + "."
+    return None
 
 
 def _unloaded(missing: list[str]) -> list[str]:
@@ -242,8 +289,11 @@ def load_checkpoint(
     ``model.backbone.``, ...; ``weights_key`` picks one, e.g. ``teacher_backbone``),
     matched by name or, for a ``Sequential`` of the model's children as lightly's
     examples build it, by order and shape. A checkpoint that leaves model tensors
-    unloaded is an error unless ``allow_partial``; unexpected keys, and missing ones
-    that are allowed, are warned about and returned.
+    unloaded is an error unless ``allow_partial``; missing keys that are allowed,
+    and unexpected keys other than the known parts of self-supervised modules
+    (heads, momentum and teacher copies: :data:`SSL_PARTS`), are warned about. One
+    info line (:meth:`LoadReport.summary`) says which prefix gave how many tensors
+    and which of those known parts were left out.
 
     Args:
         model: The backbone to load into (in place).
@@ -267,12 +317,9 @@ def load_checkpoint(
         state_dict, target, path_or_url, weights_key, type(model).__name__
     )
     prefix, remapped = selection.prefix, selection.tensors
-    for key, value in remapped.items():
-        if value.shape != target[key].shape:
-            raise GradfeatError(
-                f"checkpoint {path_or_url} does not fit the model: {key} has shape "
-                f"{tuple(value.shape)}, the model {tuple(target[key].shape)}"
-            )
+    mismatches = shape_mismatches(remapped, target)
+    if mismatches:
+        raise GradfeatError(mismatch_message(path_or_url, mismatches, remapped, model))
     unloaded = _unloaded(sorted(set(target) - set(remapped)))
     if unloaded and not allow_partial:
         raise GradfeatError(
@@ -282,19 +329,29 @@ def load_checkpoint(
             "pass --allow-partial-weights to keep the rest as initialised"
         )
     model.load_state_dict(remapped, strict=False)
+    unexpected = sorted(set(state_dict) - set(selection.source_keys.values()))
+    left_out: dict[str, int] = {}
+    unknown = []
+    for key in unexpected:
+        group = ssl_part(key)
+        if group is None:
+            unknown.append(key)
+        else:
+            left_out[group] = left_out.get(group, 0) + 1
     report = LoadReport(
         path=path_or_url,
         prefix=prefix,
         loaded=sorted(remapped),
         missing=sorted(set(target) - set(remapped)),
-        unexpected=sorted(set(state_dict) - set(selection.source_keys.values())),
+        unexpected=unexpected,
         layout=selection.layout,
+        left_out=left_out,
     )
-    if report.missing or report.unexpected:
+    log.info("%s", report.summary())
+    if report.missing or unknown:
         warnings.warn(
             f"checkpoint {path_or_url}: {len(report.missing)} missing keys "
-            f"{report.missing[:5]}, {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:5]}",
+            f"{report.missing[:5]}, {len(unknown)} unexpected keys {unknown[:5]}",
             stacklevel=2,
         )
     return report

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 from timm.data import resolve_model_data_config
 from torch import nn
 
+from ..data.transforms import normalization
 from ..errors import GradfeatError
 from ..linearize import default_split
 from ..linearize.backbone import _input_size as model_input_size
@@ -37,6 +38,9 @@ class Backbone:
         std: Per-channel normalisation std.
         partial: The checkpoint left some model tensors as initialised (allowed
             with ``allow_partial_weights``).
+        weights_key: The key prefix the checkpoint's tensors were loaded from,
+            without its final dot (``backbone``, ``model.student``; ``""`` for
+            none or without a checkpoint), whether given or found.
     """
 
     model: nn.Module
@@ -48,6 +52,7 @@ class Backbone:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     partial: bool = False
+    weights_key: str = ""
 
 
 def _call_plugin_factory(
@@ -83,6 +88,17 @@ def _build_at_image_size(spec: str, pretrained: bool, **kwargs: Any) -> nn.Modul
             raise
         rest = {k: v for k, v in kwargs.items() if k != "img_size"}
         return _build(spec, pretrained, **rest)
+
+
+def _kwargs_error(spec: str, kwargs: dict[str, Any], error: BaseException) -> str:
+    """Why ``spec``'s constructor refused ``kwargs`` (a keyword it does not take,
+    or a value it cannot use), in one line."""
+    given = " ".join(f"{k}={v}" for k, v in kwargs.items())
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        f"backbone {spec} cannot be built with --model-kwargs {given} ({why}); "
+        "pass only keywords its constructor takes (MODEL.KWARGS)"
+    )
 
 
 def _image_size(value: Any) -> tuple[int, int] | None:
@@ -169,6 +185,8 @@ def create_backbone(
     weights_key: str = "",
     input_size: str | int | Sequence[int] | None = None,
     allow_partial_weights: bool = False,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
     **kwargs: Any,
 ) -> Backbone:
     """Build a backbone from a model spec.
@@ -185,6 +203,9 @@ def create_backbone(
             it, a model built with an ``img_size`` keyword is fed at that size.
         allow_partial_weights: Accept a checkpoint that leaves model tensors
             unloaded (otherwise an error); the backbone is then marked ``partial``.
+        mean: Per-channel normalisation mean instead of the model's own: one
+            value per input channel, or ``imagenet``, ``inception`` or ``clip``.
+        std: Likewise, the standard deviation (positive).
         **kwargs: Passed to the model constructor (e.g. ``in_chans`` or
             ``img_size`` for timm; a family that takes no ``img_size`` is only
             fed at that size).
@@ -202,12 +223,18 @@ def create_backbone(
     if not weights:
         raise GradfeatError("--weights must be 'pretrained', 'random' or a PATH/URL")
     asked = parse_input_size(input_size)
-    model = _build_at_image_size(spec, weights == "pretrained", **kwargs)
-    partial = False
+    try:
+        model = _build_at_image_size(spec, weights == "pretrained", **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        if not kwargs:
+            raise
+        raise GradfeatError(_kwargs_error(spec, kwargs, e)) from None
+    partial, loaded_from = False, ""
     if weights not in WEIGHTS_CHOICES:
-        partial = load_checkpoint(
+        report = load_checkpoint(
             model, weights, allow_partial_weights, weights_key=weights_key
-        ).partial
+        )
+        partial, loaded_from = report.partial, report.prefix.rstrip(".")
     model.eval()
     data_config = resolve_model_data_config(model)
     default_size = model_input_size(model, {"input_size": tuple(data_config["input_size"])})
@@ -224,6 +251,9 @@ def create_backbone(
     # The real pooled width: timm's num_features is the width before a
     # pre-logits layer on some families (head_hidden_size).
     num_features = feature_dim(model, input_size, spec)
+    channels = input_size[0]
+    mean = normalization(mean, "mean", channels) or tuple(data_config["mean"])
+    std = normalization(std, "std", channels) or tuple(data_config["std"])
     return Backbone(
         model=model,
         spec=spec,
@@ -231,7 +261,8 @@ def create_backbone(
         num_features=int(num_features),
         split=default_split(model),
         input_size=input_size,
-        mean=tuple(data_config["mean"]),
-        std=tuple(data_config["std"]),
+        mean=mean,
+        std=std,
         partial=partial,
+        weights_key=loaded_from,
     )

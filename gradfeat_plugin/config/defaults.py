@@ -17,6 +17,15 @@ _C.MODEL.WEIGHTS_KEY = ""
 # Input size fed to the backbone: N or C,H,W (e.g. 32 or "3,32,32"); null uses the
 # size the checkpoint's metadata records, else the backbone family's default.
 _C.MODEL.INPUT_SIZE = None
+# Keywords of the model's constructor (timm, torchvision, zoo or entry-point factory),
+# e.g. {img_size: 32, patch_size: 8} for a ViT pretrained on 32-pixel images, or
+# {in_chans: 1}; --model-kwargs KEY=VALUE ... replaces them.
+_C.MODEL.KWARGS = CfgNode(new_allowed=True)
+# Per-channel normalisation of the images: one value per channel ([0.5, 0.5, 0.5]) or
+# a name (imagenet, inception, clip: timm's constants); null uses the model's own
+# (its pretrained_cfg: timm's convention, the zoo's recorded values).
+_C.MODEL.MEAN = None
+_C.MODEL.STD = None
 # θ2 module names; empty means the backbone family's default.
 _C.MODEL.SPLIT = []
 _C.MODEL.FOLD_BN = True

@@ -120,6 +120,64 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
     return _filtered(cls, kwargs)
 
 
+def class_defaults(cls: type) -> dict[str, Any]:
+    """The keyword defaults a protocol class uses for what it is not given: its
+    own, then those of the bases it passes keywords on to (down to lightly's), with
+    ``weight_decay=None`` resolved to the optimiser's default."""
+    from ..protocols._base import DEFAULT_WEIGHT_DECAY
+
+    defaults: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] in ("lightly", "pytorch_lightning", "torch"):
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.default is not p.empty:
+                defaults.setdefault(p.name, p.default)
+    if "weight_decay" in defaults and defaults["weight_decay"] is None:
+        optimizer = defaults.get("optimizer", "adam")
+        defaults["weight_decay"] = DEFAULT_WEIGHT_DECAY[optimizer]
+    return defaults
+
+
+def recommended_kwargs(name: str, dataset: str | None = None) -> dict[str, Any]:
+    """The keywords in which the command line's protocol ``name`` differs from the
+    class at its defaults, on ``dataset`` (its shipped ``configs/datasets/``
+    defaults over the package's; ``None``: the package's alone).
+
+    The class built with them (and a ``Trainer`` with ``max_epochs`` set to
+    ``TRAIN.EPOCHS`` of ``load_config(dataset_config(dataset))``) trains as
+    ``benchmarks/eval.py --dataset DATASET`` does. Everything else already agrees:
+    ``tests/config/test_protocol_defaults.py`` pins what these differences are.
+
+    Args:
+        name: A registered protocol name.
+        dataset: A dataset name, or ``None``.
+
+    >>> recommended_kwargs("gradfeat", "mnist5k")
+    {'lr': 0.01}
+    >>> recommended_kwargs("finetune", "mnist5k")  # the run installs its probe first
+    {'head_init': 'probe'}
+    """
+    from ..protocols import get_protocol_class
+    from ..protocols._base import plain
+    from .loading import dataset_config, load_config
+
+    cfg = load_config(dataset_config(dataset) if dataset else None)
+    cli = protocol_kwargs(cfg, name)
+    defaults = class_defaults(get_protocol_class(name))
+    differing = {
+        k: v for k, v in cli.items()
+        if k != "probe_lr" and (k not in defaults or plain(v) != plain(defaults[k]))
+    }
+    # The probe's learning rate defaults to the protocol's own (None).
+    if "probe_lr" in cli and cli["probe_lr"] != differing.get("lr", cli.get("lr")):
+        differing["probe_lr"] = cli["probe_lr"]
+    return differing
+
+
 def protocol_optimizers(cfg: CfgNode, name: str) -> list[str | None]:
     """The optimisers protocol ``name`` runs with (one run each; the best is
     reported): ``FINETUNE.OPTIMIZERS`` for fine-tuning, ``TRAIN.OPTIMIZER`` for the

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from fvcore.common.config import CfgNode
 
+from ..data.transforms import normalization
 from ..errors import GradfeatError
 from ..linearize._engines import ENGINES
 from ..protocols._cache import CACHE_DTYPES, CACHE_POLICIES
@@ -95,6 +96,29 @@ def _lightning_choices() -> tuple[list[str], list[str], list[str]]:
     return accelerators, strategies, precisions
 
 
+#: Constructor keywords the run sets itself.
+RESERVED_MODEL_KWARGS = {
+    "pretrained": "--weights",
+    "num_classes": "nothing: the backbone's classifier is removed",
+}
+
+
+def _model_kwargs(key: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, "a mapping of constructor keywords")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _fail(key, name, "keyword names")
+        if name in RESERVED_MODEL_KWARGS:
+            raise GradfeatError(
+                f"bad config: {key} may not set {name}; use "
+                f"{RESERVED_MODEL_KWARGS[name]}"
+            )
+        items = item if isinstance(item, (list, tuple)) else [item]
+        if not all(isinstance(v, (bool, int, float, str, type(None))) for v in items):
+            raise _fail(f"{key}.{name}", item, "a number, bool, name or list of those")
+
+
 def _positive_int(key: str, value: Any) -> None:
     _integer(key, value, 1)
 
@@ -144,6 +168,9 @@ def validate_config(cfg: CfgNode) -> None:
         raise _fail("MODEL.SPLIT", m.SPLIT, "a list of module names")
     for name in m.SPLIT:
         _text("MODEL.SPLIT", name)
+    _model_kwargs("MODEL.KWARGS", m.KWARGS)
+    normalization(m.MEAN, "mean")
+    normalization(m.STD, "std")
     _flag("MODEL.FOLD_BN", m.FOLD_BN)
     _flag("MODEL.NTK", m.NTK)
     _flag("MODEL.NTK_HEAD", m.NTK_HEAD)

@@ -151,7 +151,8 @@ def get_dataset(
         )
     if len(mean) != input_size[0] or len(std) != input_size[0]:
         raise GradfeatError(
-            f"mean and std need {input_size[0]} values, got {mean}, {std}"
+            f"mean and std need {input_size[0]} values, got {mean}, {std}; pass "
+            f"--mean and --std with {input_size[0]} value(s) (MODEL.MEAN, MODEL.STD)"
         )
     task, num_classes = "multiclass", 10
     if name in EMBEDDED_SOURCES:

@@ -30,7 +30,7 @@ NON_SETTING_KEYS = frozenset({
 })
 #: Keys added after results were stored, with the value those results had: a
 #: config that has this value is in the same setting as one without the key.
-IMPLIED_VALUES = {"DATA.CACHE_DTYPE": "float32"}
+IMPLIED_VALUES = {"DATA.CACHE_DTYPE": "float32", "MODEL.MEAN": None, "MODEL.STD": None}
 #: Keys a leaderboard label already shows through the model, weights, split and
 #: dataset columns.
 LABELLED_KEYS = frozenset({

@@ -66,14 +66,20 @@ def test_lightning_checkpoint_reports_heads_and_missing_keys(tmp_path: Path) -> 
                        r"first: conv4.1.bias, conv4.1.running_mean, .*--allow-partial"):
         load_checkpoint(target, str(path))
     assert torch.equal(target.conv1[0].weight, _encoder(1).conv1[0].weight)  # untouched
-    with pytest.warns(UserWarning, match="5 missing keys.*2 unexpected keys"):
+    state["optimizer_step_buffer"] = torch.ones(1)
+    torch.save({"state_dict": state, "hyper_parameters": {"lr": 0.1}, "epoch": 0}, path)
+    # The momentum copy and the head are known parts, left out without a warning.
+    with pytest.warns(UserWarning, match=r"5 missing keys.*1 unexpected keys "
+                      r"\['optimizer_step_buffer'\]"):
         report = load_checkpoint(target, str(path), allow_partial=True)
     assert report.partial
     assert report.prefix == "backbone."
     assert report.unexpected == [
         "backbone_momentum.conv1.0.weight",
+        "optimizer_step_buffer",
         "projection_head.weight",
     ]
+    assert report.left_out == {"backbone_momentum.": 1, "projection_head.": 1}
     assert report.missing == [f"conv4.1.{k}" for k in
                               ("bias", "num_batches_tracked", "running_mean",
                                "running_var", "weight")]

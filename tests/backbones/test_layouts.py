@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,12 @@ def test_lightly_examples_sequential_of_children_maps_by_order(tmp_path: Path) -
     state["projection_head.layers.0.weight"] = torch.ones(4, 512)
     torch.save({"state_dict": state}, path)
     target = _resnet18(1)
-    with pytest.warns(UserWarning, match="0 missing keys.*1 unexpected"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the head is left out on purpose, unwarned
         report = load_checkpoint(target, str(path))
     assert (report.prefix, report.layout) == ("backbone.", "order")
     assert report.unexpected == ["projection_head.layers.0.weight"]
+    assert report.left_out == {"projection_head.": 1}
     assert _same(source, target)
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from gradfeat_plugin.config import get_cfg
 from gradfeat_plugin.results import ResultsStore, leaderboard_table
 from gradfeat_plugin.results._figure import wrap_label, wrap_words
+from gradfeat_plugin.results.cli import leaderboard_main
 from gradfeat_plugin.results.plot import (
     PLOT_MARKER,
     ablation_figure,
@@ -388,3 +389,15 @@ def test_bars_fill_two_columns_not_one_tall_one():
     lefts = {round(a.get_window_extent().x0) for a in figure.axes}
     assert len(lefts) == 2
 
+
+def test_plot_option_writes_each_figure_beside_the_bars(store, tmp_path, capsys):
+    foreign = tmp_path / "board_ablation.png"
+    foreign.write_bytes(b"not ours")
+    argv = ["--results", str(store.path), "--plot", str(tmp_path / "board.png")]
+    assert leaderboard_main(argv) == 2
+    assert "refusing to replace" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board_ablation.png"]
+    foreign.unlink()
+    assert leaderboard_main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "board.png", "board_ablation.png", "board_label_fraction.png"]

@@ -206,9 +206,12 @@ def leaderboard_figure(results: Table | Sequence[Mapping[str, Any]]) -> Figure:
     FigureCanvasAgg(figure)
     for subfigure, column in zip(figure.subfigures(1, len(columns), squeeze=False)[0],
                                  columns):
-        ratios = [heights[i] for i in column]
-        if tallest - sum(ratios) > 0.01:  # a shorter column leaves room below
-            ratios.append(tallest - sum(ratios))
+        # The layout adds each panel's title and axis to its share: the shares are
+        # the rows alone, so that a bar is as high in every panel.
+        ratios = [heights[i] - PANEL_OVERHEAD for i in column]
+        rest = tallest - sum(heights[i] for i in column)
+        if rest > 0.01:  # a shorter column leaves room below
+            ratios.append(rest)
         grid = subfigure.add_gridspec(len(ratios), 1, height_ratios=ratios)
         for slot, index in enumerate(column):
             _draw_panel(subfigure.add_subplot(grid[slot]), panels[index], protocols)

@@ -374,6 +374,14 @@ def test_figures_are_written_with_their_marker_and_a_bounded_size(store, tmp_pat
         plot_leaderboard(records, tmp_path / "pie.png", figure="pie")
 
 
+def test_every_bar_is_as_high_in_every_panel(bars):
+    bars.canvas.draw()
+    heights = [p.get_window_extent().height for axes in _panels(bars).values()
+               for p in axes.patches if isinstance(p, Rectangle)]
+    assert len(heights) == 5 * 5 + 2 * 2 + 2 * 5
+    assert max(heights) < 1.05 * min(heights)
+
+
 def test_bars_fill_two_columns_not_one_tall_one():
     store_records = []
     for index in range(6):

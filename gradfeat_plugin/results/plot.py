@@ -51,7 +51,7 @@ LABEL_WIDTH = 26
 BAR_HEIGHT = 0.13
 LINE_HEIGHT = 0.13
 ROW_PAD = 0.1
-PANEL_OVERHEAD = 0.75
+PANEL_OVERHEAD = 0.6
 LEGEND_HEIGHT = 0.7
 #: Accuracy in percent: the axes run from 0 to this (further if a bar does).
 FULL_SCALE = 100.0

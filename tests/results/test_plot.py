@@ -379,7 +379,7 @@ def test_every_bar_is_as_high_in_every_panel(bars):
     heights = [p.get_window_extent().height for axes in _panels(bars).values()
                for p in axes.patches if isinstance(p, Rectangle)]
     assert len(heights) == 5 * 5 + 2 * 2 + 2 * 5
-    assert max(heights) < 1.05 * min(heights)
+    assert max(heights) < 1.03 * min(heights)
 
 
 def test_bars_fill_two_columns_not_one_tall_one():

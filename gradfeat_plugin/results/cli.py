@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from ..cli import ArgumentParser, main_guard
 from ..errors import GradfeatError
 from .leaderboard import FORMATS, leaderboard_table, render
-from .plot import PLOT_MARKER, PLOT_METADATA_KEYS, plot_leaderboard
+from .plot import PLOT_MARKER, PLOT_METADATA_KEYS, figure_files, plot_leaderboard
 from .store import RESULTS_ENV_VAR, ResultsStore, default_results_path
 
 
@@ -30,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format")
     parser.add_argument(
-        "--plot", default=None, metavar="PNG", help="also save a grouped bar chart"
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="also save bar charts of every row to PNG and, when the results have "
+        "them, accuracy against the label fraction to STEM_label_fraction.EXT and "
+        "the Table 1 ablation to STEM_ablation.EXT beside it",
     )
     parser.add_argument(
         "--out", default=None, metavar="FILE", help="write the table here, not stdout"
@@ -162,13 +167,15 @@ def _leaderboard(args: argparse.Namespace) -> int:
         raise GradfeatError(
             f"{store.path} holds no results yet; run benchmarks/eval.py first"
         )
-    targets = [t for t in (args.out, args.plot, args.update) if t]
+    plots = figure_files(args.plot, records) if args.plot else {}
+    targets = [t for t in (args.out, *plots.values(), args.update) if t]
     if len({os.path.realpath(t) for t in targets}) < len(targets):
         raise GradfeatError("--out, --plot and --update must name different files")
     if args.out:
         _check_output(args.out, str(store.path), _is_table, "leaderboard table")
     if args.plot:
-        _check_output(args.plot, str(store.path), _is_plot, "leaderboard plot")
+        for path in plots.values():
+            _check_output(path, str(store.path), _is_plot, "leaderboard plot")
         fmt = os.path.splitext(args.plot)[1].lstrip(".").lower()
         if fmt not in PLOT_METADATA_KEYS:
             raise GradfeatError(
@@ -188,8 +195,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
     table = leaderboard_table(records)
     text = render(table, args.format)
     document = _updated_document(args.update, text) if args.update else None
-    if args.plot:
-        _write_atomically(args.plot, lambda temp: plot_leaderboard(table, temp))
+    for name, path in plots.items():
+        _write_atomically(
+            path, lambda temp, name=name: plot_leaderboard(table, temp, figure=name)
+        )
     if document is not None:
         _write_text(args.update, document)
     if args.out:

@@ -132,6 +132,13 @@ _C.ABLATION = CfgNode()
 _C.ABLATION.THETA1 = "pretrained"
 _C.ABLATION.THETA2 = "pretrained"
 _C.ABLATION.PROBE = "pretrained"
+# How the random parts are drawn. default: θ2's layers by their own initialisers
+# (BatchNorms reset, then folded), ω as nn.Linear's weight (std 1/√(3d)). ntk: as
+# the authors' NTKConv2d/NTKLinear.init(): θ2's BatchNorms reset and folded, then
+# every convolution's (linear layer's) effective weight drawn N(0, 1/out_channels)
+# (out_features) and its bias N(0, 0.1); ω N(0, 1/num_classes). A random θ1 is
+# always drawn by its layers' own initialisers (the authors' θ1 is a plain network).
+_C.ABLATION.INIT = "default"
 
 _C.KNN = CfgNode()
 _C.KNN.K = 20

@@ -106,6 +106,7 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
             random_theta1=_ablation(cfg, "THETA1"),
             random_theta2=_ablation(cfg, "THETA2"),
             random_probe=_ablation(cfg, "PROBE"),
+            random_init=cfg.ABLATION.INIT,
             cache_batch_size=cfg.TRAIN.CACHE_BATCH_SIZE,
             probe_lr=_lr(cfg, "linear"),
         )

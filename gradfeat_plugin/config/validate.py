@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode
 
 from ..errors import GradfeatError
 from ..linearize._engines import ENGINES
+from ..linearize._reinit import INITS
 from ..protocols._cache import CACHE_DTYPES, CACHE_POLICIES
 
 OPTIMIZERS = ("adam", "sgd")
@@ -191,6 +192,7 @@ def validate_config(cfg: CfgNode) -> None:
     _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)
+    _choice("ABLATION.INIT", cfg.ABLATION.INIT, INITS)
 
     _positive_int("KNN.K", cfg.KNN.K)
     _positive("KNN.TEMPERATURE", cfg.KNN.TEMPERATURE)

@@ -30,6 +30,7 @@ def linearized_from(
     random_theta1: bool = False,
     random_theta2: bool = False,
     seed: int = 0,
+    init: str = "default",
 ) -> LinearizedBackbone:
     """A private :class:`LinearizedBackbone` of ``model``.
 
@@ -44,6 +45,9 @@ def linearized_from(
             paper's Table 1 ablation; activations stay the pretrained network's).
         random_theta2: The same for θ2.
         seed: Seeds the re-initialisation.
+        init: How a random θ2 is drawn: ``default`` or ``ntk`` (see
+            :func:`~gradfeat_plugin.linearize.reinitialize`); a random θ1 always
+            takes its layers' initialisers.
     """
     if isinstance(model, LinearizedBackbone):
         return copy.deepcopy(model)
@@ -54,7 +58,8 @@ def linearized_from(
     if random_parts:
         names = resolve_split(model, split)
         for part in random_parts:
-            gradient_model = reinitialize(gradient_model, names, part, seed)
+            part_init = init if part == "theta2" else "default"
+            gradient_model = reinitialize(gradient_model, names, part, seed, part_init)
         activation_model = model
     return linearize(
         gradient_model,
@@ -73,19 +78,26 @@ def install_probe(
     bias: Tensor | None,
     random_probe: bool = False,
     seed: int = 0,
+    init: str = "default",
 ) -> None:
     """Set ω̄ and the initial head from a trained probe, and w2 to zero.
 
-    With ``random_probe`` the gradient term uses a fresh random ω (``nn.Linear``'s
-    initialisation, seeded by ``seed``) while the head still starts from the
-    trained probe, as in the paper's Table 1.
+    With ``random_probe`` the gradient term uses a fresh random ω (seeded by
+    ``seed``) while the head still starts from the trained probe, as in the paper's
+    Table 1. ``init`` says how ω is drawn: ``default``, as ``nn.Linear``'s weight
+    (uniform in ±1/√d); ``ntk``, as the authors' ``NTKLinear.init()``: the
+    effective weight ``√(1/num_classes)·N(0, 1)``.
     """
     model.set_probe(weight, bias)
     model.reset_tangents()
     if random_probe:
         generator = torch.Generator().manual_seed(seed)
-        bound = 1.0 / model.num_features**0.5
-        random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
+        if init == "ntk":
+            scale = 1.0 / len(weight) ** 0.5
+            random = scale * torch.randn(weight.shape, generator=generator)
+        else:
+            bound = 1.0 / model.num_features**0.5
+            random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
         model.probe_weight.copy_(random)
 
 

@@ -17,6 +17,7 @@ from ..errors import lightning_interrupts
 from ..linearize import FeatureStandardization, LinearizedBackbone, default_split
 from ..linearize import resolve_split
 from ..linearize._ntk import effective_parameters
+from ..linearize._reinit import INITS
 from ..linearize._split import SplitSpec
 from ._base import Inputs, ProtocolClassifier, check_feature_dim
 from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
@@ -108,6 +109,11 @@ class GradfeatClassifier(ProtocolClassifier):
             re-initialised θ1 (seeded by ``seed``; activations stay pretrained).
         random_theta2: The same for θ2.
         random_probe: The gradient term uses a random ω instead of ω̄.
+        random_init: How the random θ2 and ω are drawn: ``default`` (the layers'
+            own initialisers; ω as ``nn.Linear``'s weight) or ``ntk`` (as the
+            authors' ``NTKConv2d.init()`` and ``NTKLinear.init()``: θ2's BatchNorms
+            folded, effective weights ``√(1/out)·N(0, 1)``, biases ``√0.1·N(0, 1)``;
+            ω ``√(1/num_classes)·N(0, 1)``).
         cache_batch_size: Batch size of the pass that computes the statistics.
         **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
             ``momentum``, ``scale_lr``, ``lr_decay``, ``lr_decay_every``,
@@ -144,9 +150,14 @@ class GradfeatClassifier(ProtocolClassifier):
         random_theta1: bool = False,
         random_theta2: bool = False,
         random_probe: bool = False,
+        random_init: str = "default",
         cache_batch_size: int = 256,
         **kwargs: Any,
     ) -> None:
+        if random_init not in INITS:
+            raise ValueError(
+                f"random_init must be one of {', '.join(INITS)}, got {random_init!r}"
+            )
         if kwargs.get("seed") is None:
             # lightly scripts call seed_everything(seed), which Lightning records here.
             kwargs["seed"] = int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -155,7 +166,7 @@ class GradfeatClassifier(ProtocolClassifier):
             split = resolve_split(model, whole_module_split(model, split))
         backbone = linearized_from(
             model, split, fold_bn, ntk, engine, random_theta1, random_theta2,
-            kwargs["seed"],
+            kwargs["seed"], random_init,
         )
         backbone.ntk_head = ntk_head
         backbone.reset_classifier(num_classes)
@@ -176,6 +187,7 @@ class GradfeatClassifier(ProtocolClassifier):
         self.standardize = standardize
         self.ntk_head = ntk_head
         self.random_probe = random_probe
+        self.random_init = random_init
         self.cache_batch_size = cache_batch_size
         self._linearization = dict(fold_bn=fold_bn, ntk=ntk, engine=engine)
         # The backbone as given, not a submodule: the probe is built from it as the
@@ -200,7 +212,9 @@ class GradfeatClassifier(ProtocolClassifier):
         features as this model reads them (standardised, once
         :meth:`set_standardization` was called). Training then starts from it.
         """
-        install_probe(self.model, weight, bias, self.random_probe, self.seed)
+        install_probe(
+            self.model, weight, bias, self.random_probe, self.seed, self.random_init
+        )
         self.prepared.fill_(True)
 
     def forward(self, images: Inputs) -> Tensor:

@@ -119,6 +119,10 @@ _C.FINETUNE.CLIP_GRAD_NORM = 10.0
 # standardisation folded in: linear probing then fine-tuning) or random (nn.Linear's
 # initialisation, the paper's start).
 _C.FINETUNE.HEAD_INIT = "probe"
+# Fine-tune θ2 with its BatchNorms folded into the convolutions before them (eval-
+# mode statistics; the same function at the start, no BatchNorm while training), as
+# the authors' code fine-tunes its BN-free θ2; False keeps them, in training mode.
+_C.FINETUNE.FOLD_BN = False
 
 _C.GRAD = CfgNode()
 # The gradient baseline's trainable bias (ω̄ᵀJw2 + b); the authors' code has none.

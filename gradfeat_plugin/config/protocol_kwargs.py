@@ -117,6 +117,7 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
             whole_network=bool(cfg.FINETUNE.WHOLE_NETWORK),
             clip_grad_norm=float(cfg.FINETUNE.CLIP_GRAD_NORM),
             head_init=cfg.FINETUNE.HEAD_INIT,
+            fold_bn=bool(cfg.FINETUNE.FOLD_BN),
         )
     return _filtered(cls, kwargs)
 

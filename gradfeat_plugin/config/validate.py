@@ -189,6 +189,7 @@ def validate_config(cfg: CfgNode) -> None:
     _optimizer_list("FINETUNE.OPTIMIZERS", cfg.FINETUNE.OPTIMIZERS)
     _non_negative("FINETUNE.CLIP_GRAD_NORM", cfg.FINETUNE.CLIP_GRAD_NORM)
     _choice("FINETUNE.HEAD_INIT", cfg.FINETUNE.HEAD_INIT, ("probe", "random"))
+    _flag("FINETUNE.FOLD_BN", cfg.FINETUNE.FOLD_BN)
     _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..linearize import (
     LinearizedBackbone,
+    fold_batchnorm,
     linearize,
     reinitialize,
     resolve_split,
@@ -106,16 +107,23 @@ class SplitNetwork(nn.Module):
 
     The prefix is the same function as a :class:`LinearizedBackbone`'s prefix, so
     the θ1 outputs it caches feed this network too. θ2 keeps its BatchNorms and
-    runs them in training mode when the module trains.
+    runs them in training mode when the module trains, unless ``fold_bn`` folds
+    them into their convolutions first (the same function as the eval-mode
+    network, with no BatchNorm left in θ2).
 
     Args:
         model: The backbone; it is copied, never modified.
         split: θ2 module name(s); ``None`` picks the family default.
         frozen_prefix: Keep θ1 in eval mode (False when the whole network trains).
+        fold_bn: Fold θ2's BatchNorms into the convolutions before them.
     """
 
     def __init__(
-        self, model: nn.Module, split: SplitSpec = None, frozen_prefix: bool = True
+        self,
+        model: nn.Module,
+        split: SplitSpec = None,
+        frozen_prefix: bool = True,
+        fold_bn: bool = False,
     ) -> None:
         super().__init__()
         self.frozen_prefix = frozen_prefix
@@ -123,6 +131,7 @@ class SplitNetwork(nn.Module):
         # θ2 changes every step, so nothing may be memoised from its parameters.
         self._cache_owners = bypass_eval_caches(model)
         self.split = resolve_split(model, split)
+        self.folded = fold_batchnorm(model, self.split) if fold_bn else []
         halves = split_forward(model, self.split)
         self.prefix, self.suffix = halves.prefix, halves.suffix
         self.prefix.requires_grad_(not frozen_prefix)

@@ -24,6 +24,7 @@ _C.MODEL.NTK = True
 # The w1 head of linear and gradfeat in the NTK parametrisation of the authors' code:
 # logits = √(1/num_classes)·W f + √0.1·b, W and b trained (same functions as a
 # plain head, other optimiser steps); ω̄ is the effective weight √(1/num_classes)·W.
+# LINEAR.NTK_HEAD sets the linear probe's apart.
 _C.MODEL.NTK_HEAD = False
 _C.MODEL.ENGINE = "auto"
 # Accept a checkpoint that leaves some of the model's tensors unloaded (rows then
@@ -106,6 +107,20 @@ _C.ADAM.WEIGHT_DECAY = 1e-6
 _C.SGD = CfgNode()
 _C.SGD.MOMENTUM = 0.9
 _C.SGD.WEIGHT_DECAY = 5e-5
+
+# The linear protocol's own settings (its head is the probe ω̄ of grad and gradfeat);
+# null takes the general one. Its learning rate is TRAIN.LR_BY_PROTOCOL.LINEAR.
+_C.LINEAR = CfgNode()
+# The probe's head in the NTK parametrisation (True) or plain (False); null:
+# MODEL.NTK_HEAD.
+_C.LINEAR.NTK_HEAD = None
+# Weight decay of the probe's optimiser; null: ADAM.WEIGHT_DECAY or SGD.WEIGHT_DECAY.
+_C.LINEAR.WEIGHT_DECAY = None
+# Training epochs of the probe; null: TRAIN.EPOCHS.
+_C.LINEAR.EPOCHS = None
+# The probe's learning rate is multiplied by TRAIN.LR_DECAY every LR_DECAY_EVERY of
+# its training; null: TRAIN.LR_DECAY_EVERY.
+_C.LINEAR.LR_DECAY_EVERY = None
 
 _C.FINETUNE = CfgNode()
 # Train the whole network instead of θ2 and the head.

@@ -98,6 +98,12 @@ class GradfeatClassifier(ProtocolClassifier):
             lightly ``LinearClassifier``; ``None`` fits it at the start of training.
         probe_epochs: Epochs of that fit; ``None`` takes the Trainer's.
         probe_lr: Learning rate of that fit; ``None`` takes ``lr``.
+        probe_ntk_head: That probe's head in the NTK parametrisation; ``None``
+            takes ``ntk_head``.
+        probe_weight_decay: Weight decay of that fit; ``None`` takes
+            ``weight_decay``.
+        probe_lr_decay_every: Fraction of that fit's steps between two decays;
+            ``None`` takes ``lr_decay_every``.
         standardize: Standardise the features with training-set statistics at the
             start of training.
         fold_bn: Fold θ2's BatchNorms into their convolutions.
@@ -142,6 +148,9 @@ class GradfeatClassifier(ProtocolClassifier):
         probe: Any = None,
         probe_epochs: int | None = None,
         probe_lr: float | None = None,
+        probe_ntk_head: bool | None = None,
+        probe_weight_decay: float | None = None,
+        probe_lr_decay_every: float | None = None,
         standardize: bool = True,
         fold_bn: bool = True,
         ntk: bool = True,
@@ -184,6 +193,13 @@ class GradfeatClassifier(ProtocolClassifier):
         self.freeze_all_but_trainable()
         self.probe_epochs = probe_epochs
         self.probe_lr = lr if probe_lr is None else probe_lr
+        self.probe_ntk_head = ntk_head if probe_ntk_head is None else probe_ntk_head
+        self.probe_weight_decay = (
+            self.weight_decay if probe_weight_decay is None else probe_weight_decay
+        )
+        self.probe_lr_decay_every = (
+            self.lr_decay_every if probe_lr_decay_every is None else probe_lr_decay_every
+        )
         self.standardize = standardize
         self.ntk_head = ntk_head
         self.random_probe = random_probe
@@ -257,7 +273,7 @@ class GradfeatClassifier(ProtocolClassifier):
         self, features: Any, mean: Tensor, std: Tensor, loader: Any
     ) -> tuple[Tensor, Tensor]:
         """ω̄ as ``run_protocols`` trains it: the linear protocol, seeded, on stored
-        features, with this model's optimiser and epochs."""
+        features, with this model's optimiser and the ``probe_*`` settings."""
         epochs = self.probe_epochs or self.trainer.max_epochs
         if not epochs or epochs < 0:
             raise ValueError("the probe needs a number of epochs: pass probe_epochs")
@@ -278,16 +294,16 @@ class GradfeatClassifier(ProtocolClassifier):
                 self.probe_lr,
                 num_classes=self.num_classes,
                 split=self.model.split,
-                ntk_head=self.ntk_head,
+                ntk_head=self.probe_ntk_head,
                 task=self.task,
                 cached=True,
                 optimizer=self.optimizer_name,
                 betas=self.betas,
-                weight_decay=self.weight_decay,
+                weight_decay=self.probe_weight_decay,
                 momentum=self.momentum,
                 scale_lr=self.scale_lr,
                 lr_decay=self.lr_decay,
-                lr_decay_every=self.lr_decay_every,
+                lr_decay_every=self.probe_lr_decay_every,
                 clip_grad_norm=self.clip_norm,
                 seed=self.seed,
                 **self._linearization,

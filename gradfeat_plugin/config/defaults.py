@@ -78,7 +78,8 @@ _C.TRAIN.LR_DECAY_EVERY = 0.25
 # Standardise pooled features with their training-set mean and std: a fixed affine
 # map before the heads of the linear models (linear, grad, gradfeat). It keeps them
 # exactly as expressive and conditions Adam when features share a large offset.
-# Fine-tuning moves the features, so its head reads them as they are.
+# Fine-tuning moves the features, so its head reads them as they are; False hands
+# every head its features as they are (the authors' code standardises nothing).
 _C.TRAIN.STANDARDIZE_FEATURES = True
 # Reuse θ1's outputs across epochs (only without augmentation); False is the older
 # spelling of DATA.CACHE off.

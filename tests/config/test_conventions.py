@@ -47,6 +47,11 @@ def test_authors_repository_preset():
     assert (cfg.TRAIN.LR_DECAY, cfg.TRAIN.LR_DECAY_EVERY) == (0.5, 0.2)
     assert cfg.TRAIN.CLIP_GRAD_NORM == cfg.FINETUNE.CLIP_GRAD_NORM == 10
     assert list(cfg.FINETUNE.OPTIMIZERS) == ["sgd"]
+    # Their probe: a plain head, weight decay 1e-6, 80K iterations halved every 20K.
+    assert cfg.LINEAR.NTK_HEAD is False and cfg.LINEAR.WEIGHT_DECAY == 1e-6
+    assert (cfg.LINEAR.EPOCHS, cfg.LINEAR.LR_DECAY_EVERY) == (205, 0.25)
+    assert cfg.TRAIN.STANDARDIZE_FEATURES is False and cfg.DATA.VAL_FRACTION == 0
+    assert cfg.FINETUNE.FOLD_BN is True and cfg.ABLATION.INIT == "ntk"
 
 
 def test_paper_configs_build_on_the_presets():

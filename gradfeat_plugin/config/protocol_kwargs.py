@@ -58,8 +58,9 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
     ``TRAIN.LR_BY_PROTOCOL.<NAME>`` or ``TRAIN.LR``, ``betas``, ``weight_decay`` of
     the optimiser, ``momentum``, the schedule, clipping, ``seed``) as far as its
     class takes them; the built-ins get their own keys too (the linearisation,
-    the ablation, the linear probe's, fine-tuning's and kNN's sections). The run adds ``model``,
-    ``num_classes``, ``task``, ``cached``, ``split`` and ``batch_size_per_device``.
+    the ablation, the linear probe's, fine-tuning's and kNN's sections). The run
+    adds ``model``, ``num_classes``, ``task``, ``cached``, ``split`` and
+    ``batch_size_per_device``.
 
     Args:
         cfg: The merged config.

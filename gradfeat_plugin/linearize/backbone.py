@@ -199,11 +199,10 @@ class LinearizedBackbone(nn.Module):
             return None
         # θ1 is everything outside θ2; θ2's entries may differ even in name (a
         # re-initialised θ2 whose BatchNorms were folded).
-        theirs = {
-            k: v for k, v in self.activation_model.state_dict().items()
-            if not _under(k, self.split)
-        }
-        ours = {k: v for k, v in original.state_dict().items() if not _under(k, self.split)}
+        theirs, ours = (
+            {k: v for k, v in m.state_dict().items() if not _under(k, self.split)}
+            for m in (self.activation_model, original)
+        )
         if theirs.keys() != ours.keys() or not all(
             torch.equal(theirs[k], ours[k]) for k in ours
         ):

@@ -198,7 +198,9 @@ class GradfeatClassifier(ProtocolClassifier):
             self.weight_decay if probe_weight_decay is None else probe_weight_decay
         )
         self.probe_lr_decay_every = (
-            self.lr_decay_every if probe_lr_decay_every is None else probe_lr_decay_every
+            self.lr_decay_every
+            if probe_lr_decay_every is None
+            else probe_lr_decay_every
         )
         self.standardize = standardize
         self.ntk_head = ntk_head

@@ -144,9 +144,8 @@ def test_the_authors_repository_preset_equals_their_configs():
         ablation_init=cfg.ABLATION.INIT,
     )
     differences.update(_differences(THEIRS_NETWORK, network))
-    differences.update(
-        _differences({"dataset": THEIRS_EVERY_MODE["dataset"]}, {"dataset": cfg.DATA.DATASET})
-    )
+    dataset = {"dataset": THEIRS_EVERY_MODE["dataset"]}
+    differences.update(_differences(dataset, {"dataset": cfg.DATA.DATASET}))
     assert differences == {}, "(theirs, ours): " + repr(differences)
     # The one difference: the seed, which no number is meant to depend on.
     assert cfg.TRAIN.SEED != THEIR_SEED
@@ -155,11 +154,10 @@ def test_the_authors_repository_preset_equals_their_configs():
 def test_their_lengths_in_epochs():
     """50K and 80K iterations at 391 steps an epoch (50,000 images at batch 128)."""
     assert _steps_per_epoch(50_000, 128) == 391
-    assert (_expected("gradfeat")["epochs"], _expected("linear")["epochs"]) == (128, 205)
+    gradfeat, linear = _expected("gradfeat"), _expected("linear")
+    assert (gradfeat["epochs"], linear["epochs"]) == (128, 205)
     assert abs(128 * 391 - 50_000) < 391 / 2 and abs(205 * 391 - 80_000) < 391 / 2
-    assert (_expected("gradfeat")["lr_decay_every"], _expected("linear")["lr_decay_every"]) == (
-        0.2, 0.25
-    )
+    assert (gradfeat["lr_decay_every"], linear["lr_decay_every"]) == (0.2, 0.25)
 
 
 def test_the_paper_text_preset_keeps_the_defaults_of_the_new_switches():

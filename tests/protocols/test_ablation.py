@@ -125,14 +125,16 @@ def test_ntk_init_draws_theta2_and_omega_as_the_authors_init():
     module.set_probe(torch.randn(10, 512), torch.zeros(10))
     lin = module.model
     theta2 = dict(lin.suffix.named_parameters())
-    assert sorted(theta2) == sorted(f"conv{i}.0.{p}" for i in (3, 4, 5) for p in ("weight", "bias"))
+    names = [f"conv{i}.0.{p}" for i in (3, 4, 5) for p in ("weight", "bias")]
+    assert sorted(theta2) == sorted(names)
     biases = torch.cat([theta2[f"conv{i}.0.bias"] for i in (3, 4, 5)])
     assert biases.std().item() == pytest.approx(math.sqrt(0.1), rel=0.1)
     assert abs(biases.mean().item()) < 4 * math.sqrt(0.1 / len(biases))
     for i, out_channels in ((3, 128), (4, 256), (5, 512)):
         weight = theta2[f"conv{i}.0.weight"]
-        assert weight.std().item() == pytest.approx(math.sqrt(1 / out_channels), rel=0.01)
-        assert abs(weight.mean().item()) < 4 * weight.std().item() / weight.numel() ** 0.5
+        std = weight.std().item()
+        assert std == pytest.approx(math.sqrt(1 / out_channels), rel=0.01)
+        assert abs(weight.mean().item()) < 4 * std / weight.numel() ** 0.5
         assert _kurtosis(weight) == pytest.approx(3.0, abs=0.1)
     omega = lin.probe_weight
     assert omega.std().item() == pytest.approx(math.sqrt(1 / 10), rel=0.05)

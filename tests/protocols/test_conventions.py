@@ -326,7 +326,8 @@ def test_without_standardisation_the_features_reach_the_heads_raw(
 
     monkeypatch.setattr(LinearProbeClassifier, "forward", linear_head_input)
     monkeypatch.setattr(GradfeatClassifier, "logits_from_features", gradfeat_head_input)
-    results = run_protocols(["linear", "gradfeat"], backbone, digits, cfg, progress=False)
+    results = run_protocols(["linear", "gradfeat"], backbone, digits, cfg,
+                            progress=False)
     assert [r.status for r in results] == ["ok", "ok"]
     assert standardized == []
     # The last batch the heads read: the end of the test split, as the network

@@ -33,6 +33,7 @@ _C.MODEL.NTK = True
 # The w1 head of linear and gradfeat in the NTK parametrisation of the authors' code:
 # logits = √(1/num_classes)·W f + √0.1·b, W and b trained (same functions as a
 # plain head, other optimiser steps); ω̄ is the effective weight √(1/num_classes)·W.
+# LINEAR.NTK_HEAD sets the linear probe's apart.
 _C.MODEL.NTK_HEAD = False
 _C.MODEL.ENGINE = "auto"
 # Accept a checkpoint that leaves some of the model's tensors unloaded (rows then
@@ -86,7 +87,8 @@ _C.TRAIN.LR_DECAY_EVERY = 0.25
 # Standardise pooled features with their training-set mean and std: a fixed affine
 # map before the heads of the linear models (linear, grad, gradfeat). It keeps them
 # exactly as expressive and conditions Adam when features share a large offset.
-# Fine-tuning moves the features, so its head reads them as they are.
+# Fine-tuning moves the features, so its head reads them as they are; False hands
+# every head its features as they are (the authors' code standardises nothing).
 _C.TRAIN.STANDARDIZE_FEATURES = True
 # Reuse θ1's outputs across epochs (only without augmentation); False is the older
 # spelling of DATA.CACHE off.
@@ -116,6 +118,20 @@ _C.SGD = CfgNode()
 _C.SGD.MOMENTUM = 0.9
 _C.SGD.WEIGHT_DECAY = 5e-5
 
+# The linear protocol's own settings (its head is the probe ω̄ of grad and gradfeat);
+# null takes the general one. Its learning rate is TRAIN.LR_BY_PROTOCOL.LINEAR.
+_C.LINEAR = CfgNode()
+# The probe's head in the NTK parametrisation (True) or plain (False); null:
+# MODEL.NTK_HEAD.
+_C.LINEAR.NTK_HEAD = None
+# Weight decay of the probe's optimiser; null: ADAM.WEIGHT_DECAY or SGD.WEIGHT_DECAY.
+_C.LINEAR.WEIGHT_DECAY = None
+# Training epochs of the probe; null: TRAIN.EPOCHS.
+_C.LINEAR.EPOCHS = None
+# The probe's learning rate is multiplied by TRAIN.LR_DECAY every LR_DECAY_EVERY of
+# its training; null: TRAIN.LR_DECAY_EVERY.
+_C.LINEAR.LR_DECAY_EVERY = None
+
 _C.FINETUNE = CfgNode()
 # Train the whole network instead of θ2 and the head.
 _C.FINETUNE.WHOLE_NETWORK = False
@@ -128,6 +144,10 @@ _C.FINETUNE.CLIP_GRAD_NORM = 10.0
 # standardisation folded in: linear probing then fine-tuning), random (nn.Linear's
 # initialisation, the paper's start) or zero (weight and bias 0).
 _C.FINETUNE.HEAD_INIT = "probe"
+# Fine-tune θ2 with its BatchNorms folded into the convolutions before them (eval-
+# mode statistics; the same function at the start, no BatchNorm while training), as
+# the authors' code fine-tunes its BN-free θ2; False keeps them, in training mode.
+_C.FINETUNE.FOLD_BN = False
 
 _C.GRAD = CfgNode()
 # The gradient baseline's trainable bias (ω̄ᵀJw2 + b); the authors' code has none.
@@ -141,6 +161,13 @@ _C.ABLATION = CfgNode()
 _C.ABLATION.THETA1 = "pretrained"
 _C.ABLATION.THETA2 = "pretrained"
 _C.ABLATION.PROBE = "pretrained"
+# How the random parts are drawn. default: θ2's layers by their own initialisers
+# (BatchNorms reset, then folded), ω as nn.Linear's weight (std 1/√(3d)). ntk: as
+# the authors' NTKConv2d/NTKLinear.init(): θ2's BatchNorms reset and folded, then
+# every convolution's (linear layer's) effective weight drawn N(0, 1/out_channels)
+# (out_features) and its bias N(0, 0.1); ω N(0, 1/num_classes). A random θ1 is
+# always drawn by its layers' own initialisers (the authors' θ1 is a plain network).
+_C.ABLATION.INIT = "default"
 
 _C.KNN = CfgNode()
 _C.KNN.K = 20

@@ -31,6 +31,12 @@ def _lr(cfg: CfgNode, name: str) -> float:
     return cfg.TRAIN.LR if lr is None else lr
 
 
+def _linear(cfg: CfgNode, key: str, general: Any) -> Any:
+    """``LINEAR.<KEY>`` when set, else the general value."""
+    value = cfg.LINEAR.get(key)
+    return general if value is None else value
+
+
 def _accepts(cls: type) -> tuple[set[str], bool]:
     """The keyword names ``cls`` takes, and whether it takes any (``**kwargs``)."""
     parameters = inspect.signature(cls.__init__).parameters.values()
@@ -52,8 +58,9 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
     ``TRAIN.LR_BY_PROTOCOL.<NAME>`` or ``TRAIN.LR``, ``betas``, ``weight_decay`` of
     the optimiser, ``momentum``, the schedule, clipping, ``seed``) as far as its
     class takes them; the built-ins get their own keys too (the linearisation,
-    the ablation, fine-tuning's and kNN's sections). The run adds ``model``,
-    ``num_classes``, ``task``, ``cached``, ``split`` and ``batch_size_per_device``.
+    the ablation, the linear probe's, fine-tuning's and kNN's sections). The run
+    adds ``model``, ``num_classes``, ``task``, ``cached``, ``split`` and
+    ``batch_size_per_device``.
 
     Args:
         cfg: The merged config.
@@ -81,11 +88,19 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
     if issubclass(cls, KNNFeatureClassifier):
         return dict(knn_k=cfg.KNN.K, knn_t=cfg.KNN.TEMPERATURE, normalize=cfg.KNN.NORMALIZE)
     optimizer = optimizer or cfg.TRAIN.OPTIMIZER
+    weight_decay = cfg.SGD.WEIGHT_DECAY if optimizer == "sgd" else cfg.ADAM.WEIGHT_DECAY
+    # The linear probe's own settings (LINEAR.*), for the linear protocol and for
+    # the probe grad and gradfeat fit when they are given none.
+    probe = dict(
+        ntk_head=bool(_linear(cfg, "NTK_HEAD", cfg.MODEL.NTK_HEAD)),
+        weight_decay=_linear(cfg, "WEIGHT_DECAY", weight_decay),
+        lr_decay_every=_linear(cfg, "LR_DECAY_EVERY", cfg.TRAIN.LR_DECAY_EVERY),
+    )
     kwargs: dict[str, Any] = dict(
         lr=_lr(cfg, name),
         optimizer=optimizer,
         betas=list(cfg.ADAM.BETAS),
-        weight_decay=cfg.SGD.WEIGHT_DECAY if optimizer == "sgd" else cfg.ADAM.WEIGHT_DECAY,
+        weight_decay=weight_decay,
         momentum=cfg.SGD.MOMENTUM,
         scale_lr=cfg.TRAIN.SCALE_LR,
         lr_decay=cfg.TRAIN.LR_DECAY,
@@ -100,14 +115,19 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
             engine=cfg.MODEL.ENGINE,
             ntk_head=bool(cfg.MODEL.NTK_HEAD),
         )
+    if issubclass(cls, LinearProbeClassifier):
+        kwargs.update(probe)
     if issubclass(cls, GradfeatClassifier):
         kwargs.update(
             standardize=cfg.TRAIN.STANDARDIZE_FEATURES,
             random_theta1=_ablation(cfg, "THETA1"),
             random_theta2=_ablation(cfg, "THETA2"),
             random_probe=_ablation(cfg, "PROBE"),
+            random_init=cfg.ABLATION.INIT,
             cache_batch_size=cfg.TRAIN.CACHE_BATCH_SIZE,
             probe_lr=_lr(cfg, "linear"),
+            probe_epochs=cfg.LINEAR.EPOCHS,
+            **{f"probe_{key}": value for key, value in probe.items()},
         )
     if issubclass(cls, GradClassifier):
         kwargs["bias"] = bool(cfg.GRAD.BIAS)
@@ -116,6 +136,7 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
             whole_network=bool(cfg.FINETUNE.WHOLE_NETWORK),
             clip_grad_norm=float(cfg.FINETUNE.CLIP_GRAD_NORM),
             head_init=cfg.FINETUNE.HEAD_INIT,
+            fold_bn=bool(cfg.FINETUNE.FOLD_BN),
         )
     return _filtered(cls, kwargs)
 
@@ -236,6 +257,9 @@ def run_settings(cfg: CfgNode, names: Sequence[str]) -> Any:
             strategy=cfg.TRAINER.STRATEGY,
             precision=cfg.TRAINER.PRECISION,
             val_every_n_epochs=cfg.TRAIN.VAL_EVERY_N_EPOCHS,
+        ),
+        protocol_epochs=(
+            {} if cfg.LINEAR.EPOCHS is None else {PROBE_PROTOCOL: cfg.LINEAR.EPOCHS}
         ),
         batch_size=cfg.TRAIN.BATCH_SIZE,
         seed=int(cfg.TRAIN.SEED),

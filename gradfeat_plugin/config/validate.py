@@ -10,6 +10,7 @@ from fvcore.common.config import CfgNode
 from ..data.transforms import normalization
 from ..errors import GradfeatError
 from ..linearize._engines import ENGINES
+from ..linearize._reinit import INITS
 from ..protocols._cache import CACHE_DTYPES, CACHE_POLICIES
 from ..protocols.finetune import HEAD_INITS
 
@@ -212,13 +213,24 @@ def validate_config(cfg: CfgNode) -> None:
     _non_negative("ADAM.WEIGHT_DECAY", cfg.ADAM.WEIGHT_DECAY)
     _beta("SGD.MOMENTUM", cfg.SGD.MOMENTUM)
     _non_negative("SGD.WEIGHT_DECAY", cfg.SGD.WEIGHT_DECAY)
+    linear = cfg.LINEAR
+    if linear.NTK_HEAD is not None:
+        _flag("LINEAR.NTK_HEAD", linear.NTK_HEAD)
+    if linear.WEIGHT_DECAY is not None:
+        _non_negative("LINEAR.WEIGHT_DECAY", linear.WEIGHT_DECAY)
+    if linear.EPOCHS is not None:
+        _positive_int("LINEAR.EPOCHS", linear.EPOCHS)
+    if linear.LR_DECAY_EVERY is not None:
+        _number("LINEAR.LR_DECAY_EVERY", linear.LR_DECAY_EVERY, 0.0, 1.0, low_open=True)
     _flag("FINETUNE.WHOLE_NETWORK", cfg.FINETUNE.WHOLE_NETWORK)
     _optimizer_list("FINETUNE.OPTIMIZERS", cfg.FINETUNE.OPTIMIZERS)
     _non_negative("FINETUNE.CLIP_GRAD_NORM", cfg.FINETUNE.CLIP_GRAD_NORM)
     _choice("FINETUNE.HEAD_INIT", cfg.FINETUNE.HEAD_INIT, HEAD_INITS)
+    _flag("FINETUNE.FOLD_BN", cfg.FINETUNE.FOLD_BN)
     _flag("GRAD.BIAS", cfg.GRAD.BIAS)
     for part in ("THETA1", "THETA2", "PROBE"):
         _choice(f"ABLATION.{part}", cfg.ABLATION[part], ABLATION_CHOICES)
+    _choice("ABLATION.INIT", cfg.ABLATION.INIT, INITS)
 
     _positive_int("KNN.K", cfg.KNN.K)
     _positive("KNN.TEMPERATURE", cfg.KNN.TEMPERATURE)

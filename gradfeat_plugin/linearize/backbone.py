@@ -197,12 +197,14 @@ class LinearizedBackbone(nn.Module):
         """
         if self.activation_model is None:
             return None
-        theirs = self.activation_model.state_dict()
-        ours = original.state_dict()
+        # θ1 is everything outside θ2; θ2's entries may differ even in name (a
+        # re-initialised θ2 whose BatchNorms were folded).
+        theirs, ours = (
+            {k: v for k, v in m.state_dict().items() if not _under(k, self.split)}
+            for m in (self.activation_model, original)
+        )
         if theirs.keys() != ours.keys() or not all(
-            torch.equal(theirs[k], ours[k])
-            for k in ours
-            if not _under(k, self.split)
+            torch.equal(theirs[k], ours[k]) for k in ours
         ):
             return None
         model = self.activation_model

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..linearize import (
     LinearizedBackbone,
+    fold_batchnorm,
     linearize,
     reinitialize,
     resolve_split,
@@ -30,6 +31,7 @@ def linearized_from(
     random_theta1: bool = False,
     random_theta2: bool = False,
     seed: int = 0,
+    init: str = "default",
 ) -> LinearizedBackbone:
     """A private :class:`LinearizedBackbone` of ``model``.
 
@@ -44,6 +46,9 @@ def linearized_from(
             paper's Table 1 ablation; activations stay the pretrained network's).
         random_theta2: The same for θ2.
         seed: Seeds the re-initialisation.
+        init: How a random θ2 is drawn: ``default`` or ``ntk`` (see
+            :func:`~gradfeat_plugin.linearize.reinitialize`); a random θ1 always
+            takes its layers' initialisers.
     """
     if isinstance(model, LinearizedBackbone):
         return copy.deepcopy(model)
@@ -54,7 +59,8 @@ def linearized_from(
     if random_parts:
         names = resolve_split(model, split)
         for part in random_parts:
-            gradient_model = reinitialize(gradient_model, names, part, seed)
+            part_init = init if part == "theta2" else "default"
+            gradient_model = reinitialize(gradient_model, names, part, seed, part_init)
         activation_model = model
     return linearize(
         gradient_model,
@@ -73,19 +79,26 @@ def install_probe(
     bias: Tensor | None,
     random_probe: bool = False,
     seed: int = 0,
+    init: str = "default",
 ) -> None:
     """Set ω̄ and the initial head from a trained probe, and w2 to zero.
 
-    With ``random_probe`` the gradient term uses a fresh random ω (``nn.Linear``'s
-    initialisation, seeded by ``seed``) while the head still starts from the
-    trained probe, as in the paper's Table 1.
+    With ``random_probe`` the gradient term uses a fresh random ω (seeded by
+    ``seed``) while the head still starts from the trained probe, as in the paper's
+    Table 1. ``init`` says how ω is drawn: ``default``, as ``nn.Linear``'s weight
+    (uniform in ±1/√d); ``ntk``, as the authors' ``NTKLinear.init()``: the
+    effective weight ``√(1/num_classes)·N(0, 1)``.
     """
     model.set_probe(weight, bias)
     model.reset_tangents()
     if random_probe:
         generator = torch.Generator().manual_seed(seed)
-        bound = 1.0 / model.num_features**0.5
-        random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
+        if init == "ntk":
+            scale = 1.0 / len(weight) ** 0.5
+            random = scale * torch.randn(weight.shape, generator=generator)
+        else:
+            bound = 1.0 / model.num_features**0.5
+            random = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
         model.probe_weight.copy_(random)
 
 
@@ -94,16 +107,23 @@ class SplitNetwork(nn.Module):
 
     The prefix is the same function as a :class:`LinearizedBackbone`'s prefix, so
     the θ1 outputs it caches feed this network too. θ2 keeps its BatchNorms and
-    runs them in training mode when the module trains.
+    runs them in training mode when the module trains, unless ``fold_bn`` folds
+    them into their convolutions first (the same function as the eval-mode
+    network, with no BatchNorm left in θ2).
 
     Args:
         model: The backbone; it is copied, never modified.
         split: θ2 module name(s); ``None`` picks the family default.
         frozen_prefix: Keep θ1 in eval mode (False when the whole network trains).
+        fold_bn: Fold θ2's BatchNorms into the convolutions before them.
     """
 
     def __init__(
-        self, model: nn.Module, split: SplitSpec = None, frozen_prefix: bool = True
+        self,
+        model: nn.Module,
+        split: SplitSpec = None,
+        frozen_prefix: bool = True,
+        fold_bn: bool = False,
     ) -> None:
         super().__init__()
         self.frozen_prefix = frozen_prefix
@@ -111,6 +131,7 @@ class SplitNetwork(nn.Module):
         # θ2 changes every step, so nothing may be memoised from its parameters.
         self._cache_owners = bypass_eval_caches(model)
         self.split = resolve_split(model, split)
+        self.folded = fold_batchnorm(model, self.split) if fold_bn else []
         halves = split_forward(model, self.split)
         self.prefix, self.suffix = halves.prefix, halves.suffix
         self.prefix.requires_grad_(not frozen_prefix)

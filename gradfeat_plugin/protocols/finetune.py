@@ -43,6 +43,10 @@ class FinetuneClassifier(ProtocolClassifier):
             head starts from a linear probe installed with
             :meth:`set_probe` before training (linear probing then fine-tuning,
             Kumar et al. 2022; ``run_protocols`` installs the probe it chose).
+        fold_bn: Fine-tune θ2 with its BatchNorms folded into the convolutions
+            before them (their eval-mode statistics): the same function at the
+            start, no BatchNorm while training, as the authors' code fine-tunes.
+            False keeps them, in training mode.
         **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
             ``momentum``, ``scale_lr``, ``lr_decay``, ``lr_decay_every``, ``seed``:
             see :class:`ProtocolClassifier`.
@@ -67,6 +71,7 @@ class FinetuneClassifier(ProtocolClassifier):
         whole_network: bool = False,
         clip_grad_norm: float = 10.0,
         head_init: str = "random",
+        fold_bn: bool = False,
         **kwargs: Any,
     ) -> None:
         if head_init not in HEAD_INITS:
@@ -81,7 +86,9 @@ class FinetuneClassifier(ProtocolClassifier):
                 "cached; set TRAIN.CACHE_FEATURES False"
             )
         split = resolve_split(model, whole_module_split(model, split))
-        network = SplitNetwork(model, split, frozen_prefix=not self.whole_network)
+        network = SplitNetwork(
+            model, split, frozen_prefix=not self.whole_network, fold_bn=fold_bn
+        )
         dim = network.num_features or _feature_dim(network, model)
         check_feature_dim(feature_dim, dim)
         super().__init__(

@@ -17,6 +17,7 @@ from ..errors import lightning_interrupts
 from ..linearize import FeatureStandardization, LinearizedBackbone, default_split
 from ..linearize import resolve_split
 from ..linearize._ntk import effective_parameters
+from ..linearize._reinit import INITS
 from ..linearize._split import SplitSpec
 from ._base import Inputs, ProtocolClassifier, check_feature_dim
 from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
@@ -97,6 +98,12 @@ class GradfeatClassifier(ProtocolClassifier):
             lightly ``LinearClassifier``; ``None`` fits it at the start of training.
         probe_epochs: Epochs of that fit; ``None`` takes the Trainer's.
         probe_lr: Learning rate of that fit; ``None`` takes ``lr``.
+        probe_ntk_head: That probe's head in the NTK parametrisation; ``None``
+            takes ``ntk_head``.
+        probe_weight_decay: Weight decay of that fit; ``None`` takes
+            ``weight_decay``.
+        probe_lr_decay_every: Fraction of that fit's steps between two decays;
+            ``None`` takes ``lr_decay_every``.
         standardize: Standardise the features with training-set statistics at the
             start of training.
         fold_bn: Fold θ2's BatchNorms into their convolutions.
@@ -108,6 +115,11 @@ class GradfeatClassifier(ProtocolClassifier):
             re-initialised θ1 (seeded by ``seed``; activations stay pretrained).
         random_theta2: The same for θ2.
         random_probe: The gradient term uses a random ω instead of ω̄.
+        random_init: How the random θ2 and ω are drawn: ``default`` (the layers'
+            own initialisers; ω as ``nn.Linear``'s weight) or ``ntk`` (as the
+            authors' ``NTKConv2d.init()`` and ``NTKLinear.init()``: θ2's BatchNorms
+            folded, effective weights ``√(1/out)·N(0, 1)``, biases ``√0.1·N(0, 1)``;
+            ω ``√(1/num_classes)·N(0, 1)``).
         cache_batch_size: Batch size of the pass that computes the statistics.
         **kwargs: ``task``, ``cached``, ``optimizer``, ``betas``, ``weight_decay``,
             ``momentum``, ``scale_lr``, ``lr_decay``, ``lr_decay_every``,
@@ -136,6 +148,9 @@ class GradfeatClassifier(ProtocolClassifier):
         probe: Any = None,
         probe_epochs: int | None = None,
         probe_lr: float | None = None,
+        probe_ntk_head: bool | None = None,
+        probe_weight_decay: float | None = None,
+        probe_lr_decay_every: float | None = None,
         standardize: bool = True,
         fold_bn: bool = True,
         ntk: bool = True,
@@ -144,9 +159,14 @@ class GradfeatClassifier(ProtocolClassifier):
         random_theta1: bool = False,
         random_theta2: bool = False,
         random_probe: bool = False,
+        random_init: str = "default",
         cache_batch_size: int = 256,
         **kwargs: Any,
     ) -> None:
+        if random_init not in INITS:
+            raise ValueError(
+                f"random_init must be one of {', '.join(INITS)}, got {random_init!r}"
+            )
         if kwargs.get("seed") is None:
             # lightly scripts call seed_everything(seed), which Lightning records here.
             kwargs["seed"] = int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -155,7 +175,7 @@ class GradfeatClassifier(ProtocolClassifier):
             split = resolve_split(model, whole_module_split(model, split))
         backbone = linearized_from(
             model, split, fold_bn, ntk, engine, random_theta1, random_theta2,
-            kwargs["seed"],
+            kwargs["seed"], random_init,
         )
         backbone.ntk_head = ntk_head
         backbone.reset_classifier(num_classes)
@@ -173,9 +193,19 @@ class GradfeatClassifier(ProtocolClassifier):
         self.freeze_all_but_trainable()
         self.probe_epochs = probe_epochs
         self.probe_lr = lr if probe_lr is None else probe_lr
+        self.probe_ntk_head = ntk_head if probe_ntk_head is None else probe_ntk_head
+        self.probe_weight_decay = (
+            self.weight_decay if probe_weight_decay is None else probe_weight_decay
+        )
+        self.probe_lr_decay_every = (
+            self.lr_decay_every
+            if probe_lr_decay_every is None
+            else probe_lr_decay_every
+        )
         self.standardize = standardize
         self.ntk_head = ntk_head
         self.random_probe = random_probe
+        self.random_init = random_init
         self.cache_batch_size = cache_batch_size
         self._linearization = dict(fold_bn=fold_bn, ntk=ntk, engine=engine)
         # The backbone as given, not a submodule: the probe is built from it as the
@@ -200,7 +230,9 @@ class GradfeatClassifier(ProtocolClassifier):
         features as this model reads them (standardised, once
         :meth:`set_standardization` was called). Training then starts from it.
         """
-        install_probe(self.model, weight, bias, self.random_probe, self.seed)
+        install_probe(
+            self.model, weight, bias, self.random_probe, self.seed, self.random_init
+        )
         self.prepared.fill_(True)
 
     def forward(self, images: Inputs) -> Tensor:
@@ -243,7 +275,7 @@ class GradfeatClassifier(ProtocolClassifier):
         self, features: Any, mean: Tensor, std: Tensor, loader: Any
     ) -> tuple[Tensor, Tensor]:
         """ω̄ as ``run_protocols`` trains it: the linear protocol, seeded, on stored
-        features, with this model's optimiser and epochs."""
+        features, with this model's optimiser and the ``probe_*`` settings."""
         epochs = self.probe_epochs or self.trainer.max_epochs
         if not epochs or epochs < 0:
             raise ValueError("the probe needs a number of epochs: pass probe_epochs")
@@ -264,16 +296,16 @@ class GradfeatClassifier(ProtocolClassifier):
                 self.probe_lr,
                 num_classes=self.num_classes,
                 split=self.model.split,
-                ntk_head=self.ntk_head,
+                ntk_head=self.probe_ntk_head,
                 task=self.task,
                 cached=True,
                 optimizer=self.optimizer_name,
                 betas=self.betas,
-                weight_decay=self.weight_decay,
+                weight_decay=self.probe_weight_decay,
                 momentum=self.momentum,
                 scale_lr=self.scale_lr,
                 lr_decay=self.lr_decay,
-                lr_decay_every=self.lr_decay_every,
+                lr_decay_every=self.probe_lr_decay_every,
                 clip_grad_norm=self.clip_norm,
                 seed=self.seed,
                 **self._linearization,

@@ -375,9 +375,10 @@ class _ProtocolRun:
         weight = weight / FeatureStandardization.usable_std(std)
         return weight, bias - weight @ mean
 
-    def _trainer(self) -> tuple[Trainer, int, torch.device]:
-        """A Trainer for one protocol run, its per-process batch size and device."""
-        trainer = build_trainer(self.settings.trainer, self.progress)
+    def _trainer(self, name: str) -> tuple[Trainer, int, torch.device]:
+        """A Trainer for one run of protocol ``name``, its per-process batch size
+        and device."""
+        trainer = build_trainer(self.settings.trainer_of(name), self.progress)
         self.is_global_zero = trainer.is_global_zero
         world_size = trainer.num_devices * trainer.num_nodes
         self.rank, self.world_size = trainer.global_rank, trainer.world_size
@@ -387,7 +388,7 @@ class _ProtocolRun:
         """Train one setting of ``name`` on the training split, validating on the
         validation split (kNN, which chooses nothing, is scored on the test split)."""
         cls = get_protocol_class(name)
-        trainer, batch_size, device = self._trainer()
+        trainer, batch_size, device = self._trainer(name)
         standardize = self.settings.standardize and getattr(
             cls, "standardizes_features", False
         )
@@ -419,7 +420,7 @@ class _ProtocolRun:
     def _test_metrics(self, name: str, module: LightningModule) -> dict[str, float]:
         """The chosen module's metrics on the test split: the one time it is read."""
         cls = get_protocol_class(name)
-        trainer, batch_size, device = self._trainer()
+        trainer, batch_size, device = self._trainer(name)
         cached = self.cached.get(name, False)
         test = self._datasets(cls, cached, device, "test")
         with lightning_interrupts(trainer):
@@ -460,13 +461,15 @@ class _ProtocolRun:
     def _fit_joint(self, plan: Sequence[tuple[str, dict[str, Any]]]) -> JointLinearModels | None:
         """Train the runs of ``plan`` in one pass; ``None`` when it cannot (several
         processes, θ1 not stored, or runs that cannot share an optimiser)."""
-        trainer = build_trainer(self.settings.trainer, self.progress)
+        names = list(dict.fromkeys(n for n, _ in plan))
+        # A pass holds the linear probe's settings, or grad's and gradfeat's: one
+        # length.
+        trainer = build_trainer(self.settings.trainer_of(names[0]), self.progress)
         if trainer.num_devices * trainer.num_nodes > 1:
             return None
         self.is_global_zero = trainer.is_global_zero
         device = trainer.strategy.root_device
         batch_size = max(1, self.settings.batch_size)
-        names = list(dict.fromkeys(n for n, _ in plan))
         classes = [get_protocol_class(n) for n in names]
         cached = [
             self.cached.setdefault(n, self._caches(n, c, device))
@@ -659,7 +662,10 @@ class _ProtocolRun:
             protocol=name,
             metric=metric,
             value=test[metric],
-            epochs=0 if isinstance(outcome.module, KNNClassifier) else self.settings.trainer.epochs,
+            epochs=(
+                0 if isinstance(outcome.module, KNNClassifier)
+                else self.settings.trainer_of(name).epochs
+            ),
             seed=self.settings.seed,
             wall_time_s=wall_time,
             peak_memory_bytes=_peak_memory(outcome.module.device),
@@ -712,7 +718,7 @@ class _ProtocolRun:
             protocol=name,
             metric=metric_name(cls, self.data.task),
             value=None,
-            epochs=self.settings.trainer.epochs,
+            epochs=self.settings.trainer_of(name).epochs,
             seed=self.settings.seed,
             wall_time_s=wall_time,
             peak_memory_bytes=_peak_memory(torch.device("cpu")),

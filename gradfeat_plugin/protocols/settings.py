@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytorch_lightning import Trainer
@@ -72,6 +72,8 @@ class RunSettings:
             optimisers and learning rates of a sweep. The best on the validation
             split is reported.
         trainer: The Trainer of every protocol.
+        protocol_epochs: Protocol name -> its training epochs, where they are not
+            ``trainer``'s (the linear probe's ``LINEAR.EPOCHS``).
         batch_size: Global batch size.
         seed: The run's seed.
         split: θ2 module names; empty: the backbone's default.
@@ -88,6 +90,7 @@ class RunSettings:
 
     protocol_kwargs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    protocol_epochs: dict[str, int] = field(default_factory=dict)
     batch_size: int = 64
     seed: int = 0
     split: list[str] = field(default_factory=list)
@@ -99,6 +102,12 @@ class RunSettings:
     num_workers: int = -1
     cache: CachePolicy = field(default_factory=CachePolicy)
     cache_batch_size: int = 256
+
+    def trainer_of(self, name: str) -> TrainerSettings:
+        """The Trainer settings of protocol ``name``: ``trainer`` with its own
+        epochs, if it has any."""
+        epochs = self.protocol_epochs.get(name)
+        return self.trainer if epochs is None else replace(self.trainer, epochs=epochs)
 
 
 def setting_label(kwargs: dict[str, Any]) -> str:

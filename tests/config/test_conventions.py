@@ -16,6 +16,9 @@ def test_defaults_keep_the_plain_conventions():
     assert (cfg.MODEL.NTK_HEAD, cfg.GRAD.BIAS) == (False, True)
     assert cfg.TRAIN.CLIP_GRAD_NORM == 0
     assert all(lr is None for lr in cfg.TRAIN.LR_BY_PROTOCOL.values())
+    assert all(value is None for value in cfg.LINEAR.values())
+    assert cfg.TRAIN.STANDARDIZE_FEATURES is True
+    assert (cfg.FINETUNE.FOLD_BN, cfg.ABLATION.INIT) == (False, "default")
 
 
 def test_paper_text_preset():
@@ -44,6 +47,11 @@ def test_authors_repository_preset():
     assert (cfg.TRAIN.LR_DECAY, cfg.TRAIN.LR_DECAY_EVERY) == (0.5, 0.2)
     assert cfg.TRAIN.CLIP_GRAD_NORM == cfg.FINETUNE.CLIP_GRAD_NORM == 10
     assert list(cfg.FINETUNE.OPTIMIZERS) == ["sgd"]
+    # Their probe: a plain head, weight decay 1e-6, 80K iterations halved every 20K.
+    assert cfg.LINEAR.NTK_HEAD is False and cfg.LINEAR.WEIGHT_DECAY == 1e-6
+    assert (cfg.LINEAR.EPOCHS, cfg.LINEAR.LR_DECAY_EVERY) == (205, 0.25)
+    assert cfg.TRAIN.STANDARDIZE_FEATURES is False and cfg.DATA.VAL_FRACTION == 0
+    assert cfg.FINETUNE.FOLD_BN is True and cfg.ABLATION.INIT == "ntk"
 
 
 def test_paper_configs_build_on_the_presets():
@@ -71,6 +79,15 @@ def test_a_protocol_lr_from_the_command_line():
         ("TRAIN.LR_BY_PROTOCOL.LINEAR", "0.0", "TRAIN.LR_BY_PROTOCOL.LINEAR must be"),
         ("TRAIN.LR_BY_PROTOCOL.GRAD", "'fast'", "LR_BY_PROTOCOL.GRAD must be a number"),
         ("TRAIN.LR_BY_PROTOCOL.KNN", "0.1", "Non-existent key"),
+        ("FINETUNE.FOLD_BN", "1", "for config key: FINETUNE.FOLD_BN"),
+        ("LINEAR.NTK_HEAD", "1", "LINEAR.NTK_HEAD must be True or False"),
+        ("LINEAR.WEIGHT_DECAY", "-1e-6", "LINEAR.WEIGHT_DECAY must be a finite"),
+        ("LINEAR.WEIGHT_DECAY", "'none'", "LINEAR.WEIGHT_DECAY must be a number"),
+        ("LINEAR.EPOCHS", "0", "LINEAR.EPOCHS must be at least 1"),
+        ("LINEAR.EPOCHS", "2.5", "LINEAR.EPOCHS must be an integer"),
+        ("LINEAR.LR_DECAY_EVERY", "0.0", "LINEAR.LR_DECAY_EVERY must be a finite"),
+        ("LINEAR.LR_DECAY_EVERY", "1.5", "LINEAR.LR_DECAY_EVERY must be a finite"),
+        ("ABLATION.INIT", "'xavier'", "ABLATION.INIT must be one of default, ntk"),
     ],
 )
 def test_bad_switch_values_are_user_errors(capsys, key, value, fragment):
@@ -80,7 +97,9 @@ def test_bad_switch_values_are_user_errors(capsys, key, value, fragment):
     assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("key", ["MODEL.NTK_HEAD", "GRAD.BIAS"])
+@pytest.mark.parametrize(
+    "key", ["MODEL.NTK_HEAD", "GRAD.BIAS", "FINETUNE.FOLD_BN", "LINEAR.NTK_HEAD"]
+)
 def test_switches_must_be_booleans(key):
     cfg = get_cfg()
     section, name = key.split(".")

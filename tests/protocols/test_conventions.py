@@ -1,5 +1,6 @@
 """The authors' conventions as switches: an NTK-parametrised w1 head, a gradient
-baseline without bias, per-protocol learning rates and gradient clipping."""
+baseline without bias, per-protocol learning rates, gradient clipping, the linear
+probe's own settings and features left unstandardised."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ from gradfeat_plugin.linearize import NTKLinear, linearize
 from gradfeat_plugin.protocols import (
     CachedInputs,
     FrozenOutputs,
+    GradfeatClassifier,
+    LinearProbeClassifier,
     build_optimizer,
     get_protocol_class,
+    run_protocols,
 )
+from gradfeat_plugin.protocols._base import ProtocolClassifier
 
 from .conftest import build, make_cfg
 
@@ -193,16 +198,16 @@ def _repo_cfg():
 
 
 @pytest.mark.parametrize(
-    "name, cache, lr, clip",
+    "name, cache, lr, weight_decay, clip",
     [
-        ("linear", "features", 0.01, 10.0),
-        ("grad", "boundary", 0.1, 10.0),
-        ("gradfeat", "boundary", 0.1, 10.0),
-        ("finetune", "boundary", 0.001, 10.0),
+        ("linear", "features", 0.01, 1e-6, 10.0),
+        ("grad", "boundary", 0.1, 5e-5, 10.0),
+        ("gradfeat", "boundary", 0.1, 5e-5, 10.0),
+        ("finetune", "boundary", 0.001, 5e-5, 10.0),
     ],
 )
 def test_authors_optimiser_reaches_each_protocol(backbone, digits, frozen, name, cache,
-                                                 lr, clip):
+                                                 lr, weight_decay, clip):
     cfg = _repo_cfg()
     seed_everything(0, verbose=False)
     module = build(name, backbone.model, 10, cfg, cached=True, split=backbone.split)
@@ -217,7 +222,7 @@ def test_authors_optimiser_reaches_each_protocol(backbone, digits, frozen, name,
     group = seen.optimizer.param_groups[0]
     assert type(seen.optimizer).__name__ == "SGD"
     assert (group["initial_lr"], group["momentum"]) == (lr, 0.9)
-    assert group["weight_decay"] == 5e-5
+    assert group["weight_decay"] == weight_decay
     assert module.clip_grad_norm() == clip
     assert seen.before > 2 * clip
     assert seen.after == pytest.approx(clip, rel=1e-4)
@@ -232,3 +237,104 @@ def test_without_clipping_the_gradient_is_left_alone(backbone, digits, frozen):
     loader = DataLoader(CachedInputs(data.inputs * 50, data.targets), batch_size=128)
     _trainer([seen], batches=1).fit(module, loader)
     assert seen.after == seen.before > 20
+
+
+def _recording(monkeypatch):
+    """Each trained module with its optimiser, scheduler and epochs, as a run's
+    Trainer configures it."""
+    seen: dict[str, tuple] = {}
+    configure = ProtocolClassifier.configure_optimizers
+
+    def record(self):
+        optimizers, schedulers = configure(self)
+        scheduler = schedulers[0]["scheduler"]
+        seen[type(self).__name__] = (self, optimizers[0], scheduler, self.trainer)
+        return optimizers, schedulers
+
+    monkeypatch.setattr(ProtocolClassifier, "configure_optimizers", record)
+    return seen
+
+
+def test_the_probe_trains_with_its_own_settings(monkeypatch, backbone, digits):
+    """LINEAR.* reach the linear probe's optimiser, head, schedule and length, and
+    leave grad's and gradfeat's alone; ω̄ is the plain probe's weight."""
+    cfg = _repo_cfg()
+    cfg.TRAIN.EPOCHS, cfg.LINEAR.EPOCHS = 1, 2
+    seen = _recording(monkeypatch)
+    linear, grad, gradfeat = run_protocols(["linear", "grad", "gradfeat"], backbone,
+                                           digits, cfg, progress=False)
+    assert (linear.epochs, grad.epochs, gradfeat.epochs) == (2, 1, 1)
+    steps = math.ceil(len(digits.train) / cfg.TRAIN.BATCH_SIZE)
+    probe, optimizer, scheduler, trainer = seen["LinearProbeClassifier"]
+    head = probe.classification_head
+    assert type(head) is nn.Linear  # LINEAR.NTK_HEAD False under MODEL.NTK_HEAD True
+    group = optimizer.param_groups[0]
+    assert (group["initial_lr"], group["weight_decay"]) == (0.01, 1e-6)
+    assert trainer.max_epochs == 2 and trainer.global_step == 2 * steps
+    assert scheduler.step_size == round(2 * steps * 0.25)
+    for name, step_fraction in (("GradClassifier", 0.2), ("GradfeatClassifier", 0.2)):
+        module, optimizer, scheduler, trainer = seen[name]
+        assert isinstance(module.model.head, NTKLinear)
+        group = optimizer.param_groups[0]
+        assert (group["initial_lr"], group["weight_decay"]) == (0.1, 5e-5)
+        assert trainer.max_epochs == 1 and trainer.global_step == steps
+        assert scheduler.step_size == round(steps * step_fraction)
+        assert torch.equal(module.model.probe_weight, head.weight)
+
+
+def test_gradfeat_fits_its_own_probe_with_the_probe_settings(monkeypatch, backbone,
+                                                             digits):
+    """Without a probe given, gradfeat fits ω̄ as the run would: LINEAR.*."""
+    cfg = _repo_cfg()
+    cfg.LINEAR.EPOCHS = 2
+    seen = _recording(monkeypatch)
+    seed_everything(0, verbose=False)
+    module = build("gradfeat", backbone.model, 10, cfg, split=backbone.split)
+    loader = DataLoader(digits.train, batch_size=128, shuffle=True)
+    _trainer(batches=1).fit(module, loader)
+    probe, optimizer, scheduler, trainer = seen["LinearProbeClassifier"]
+    assert type(probe.classification_head) is nn.Linear
+    group = optimizer.param_groups[0]
+    assert (group["initial_lr"], group["weight_decay"]) == (0.01, 1e-6)
+    steps = math.ceil(len(digits.train) / 128)
+    assert trainer.max_epochs == 2 and trainer.global_step == 2 * steps
+    assert scheduler.step_size == round(2 * steps * 0.25)
+    assert torch.equal(module.model.probe_weight, probe.classification_head.weight)
+
+
+def test_without_standardisation_the_features_reach_the_heads_raw(
+    monkeypatch, backbone, digits
+):
+    cfg = _repo_cfg()
+    cfg.TRAIN.EPOCHS = cfg.LINEAR.EPOCHS = 1
+    standardized = []
+    monkeypatch.setattr(
+        ProtocolClassifier, "set_standardization",
+        lambda self, mean, std: standardized.append(type(self).__name__),
+    )
+    heard = {}
+    linear_forward = LinearProbeClassifier.forward
+    logits_from_features = GradfeatClassifier.logits_from_features
+
+    def linear_head_input(self, inputs):
+        heard["linear"] = self.model.standardize(inputs)
+        return linear_forward(self, inputs)
+
+    def gradfeat_head_input(self, features, jvp):
+        heard["gradfeat"] = features
+        return logits_from_features(self, features, jvp)
+
+    monkeypatch.setattr(LinearProbeClassifier, "forward", linear_head_input)
+    monkeypatch.setattr(GradfeatClassifier, "logits_from_features", gradfeat_head_input)
+    results = run_protocols(["linear", "gradfeat"], backbone, digits, cfg,
+                            progress=False)
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert standardized == []
+    # The last batch the heads read: the end of the test split, as the network
+    # computes it, not centred or scaled.
+    images = torch.stack([x for x, _ in digits.test])
+    with torch.no_grad():
+        raw = backbone.model.eval()(images)
+    for name in ("linear", "gradfeat"):
+        last = heard[name]
+        assert torch.allclose(last, raw[-len(last):], atol=1e-5), name

@@ -647,7 +647,7 @@ class _ProtocolRun:
             self.probe_metric = values[best]
         extra.update({k: v for k, v in test.items() if k.startswith("val_")})
         extra["cached"] = self.cached.get(name, False)
-        extra["selected_on"] = self._selected_on(runs)
+        extra["selected_on"] = self._selected_on(name, runs)
         if best:
             chosen = outcome.kwargs
             extra.update(
@@ -693,10 +693,17 @@ class _ProtocolRun:
             )
         return None
 
-    def _selected_on(self, runs: dict[str, "_Run"]) -> str:
+    def _selected_on(self, name: str, runs: dict[str, "_Run"]) -> str:
         """What the row's choices were made on: ``validation``, ``test`` (no
-        validation split), or ``nothing`` (kNN chooses nothing)."""
+        validation split), or ``nothing``: kNN, or a protocol run with one setting
+        whose probe (where it starts from one) had one setting too."""
         if all(isinstance(r.module, KNNClassifier) for r in runs.values()):
+            return "nothing"
+        single = len(self.settings_of(name)) == 1 and (
+            not self._starts_from_probe(name)
+            or len(self.settings_of(PROBE_PROTOCOL)) == 1
+        )
+        if single:
             return "nothing"
         return "validation" if self.has_validation else "test"
 

@@ -70,10 +70,18 @@ def test_a_sweep_equals_separate_runs(backbone):
 
 
 def test_without_a_validation_split_the_rows_say_test(backbone, digits):
-    (linear,) = run_protocols(["linear"], backbone, digits, make_cfg(epochs=1),
-                              progress=False)
+    cfg = make_cfg(epochs=1)
+    cfg.TRAIN.LR_SWEEP = SWEEP
+    (linear,) = run_protocols(["linear"], backbone, digits, cfg, progress=False)
     assert linear.extra["selected_on"] == "test"
     assert linear.value == linear.extra["selection_metric"]
+
+
+def test_a_run_with_one_setting_chose_nothing(backbone, digits):
+    # One setting of each, the probe included: nothing was chosen, on any split.
+    linear, gradfeat = run_protocols(["linear", "gradfeat"], backbone, digits,
+                                     make_cfg(epochs=1), progress=False)
+    assert linear.extra["selected_on"] == gradfeat.extra["selected_on"] == "nothing"
 
 
 def test_the_validation_split_is_a_stratified_hold_out_of_the_training_split():

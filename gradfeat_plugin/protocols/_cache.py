@@ -12,6 +12,8 @@ every step). Stored batches are read with one gather per batch
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import logging
@@ -178,6 +180,27 @@ class CachePolicy:
 
 def _size(nbytes: float) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the system (glibc's ``malloc_trim``).
+
+    Memory freed after a large transient (the linearisation's self-check, a θ1
+    pass over big batches) otherwise stays in the process's anonymous memory, by
+    chance more or less of it, so the peak of what follows would depend on the
+    allocator's history rather than on the data. A no-op off glibc.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    if not hasattr(_malloc_trim, "function"):
+        name = ctypes.util.find_library("c")
+        library = ctypes.CDLL(name) if name else None
+        _malloc_trim.function = getattr(library, "malloc_trim", None)  # type: ignore
+    return _malloc_trim.function  # type: ignore[attr-defined]
 
 
 def _free_bytes(folder: str) -> int:
@@ -498,6 +521,7 @@ class FrozenOutputs:
         policy: CachePolicy | None = None,
     ) -> None:
         self.backbone = backbone.eval()
+        release_freed_memory()  # what the linearisation's self-check freed
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.device = torch.device(device)
@@ -605,6 +629,8 @@ class FrozenOutputs:
             except ProtocolFailed as exc:
                 self._overflow[key] = exc  # every protocol that reads them fails alike
                 raise
+            finally:
+                release_freed_memory()  # the pass's batch activations
         return self._store[key]
 
     def features(self, dataset: Dataset, direct: bool = False) -> CachedInputs:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradfeat_plugin.config import get_cfg
+
 
 def make_run(
     values: dict[str, float], model: str = "zoo:tiny", weights: str = "pretrained",
@@ -15,3 +17,15 @@ def make_run(
              metric="val_top1", value=value, seed=seed, **fields)
         for protocol, value in values.items()
     ]
+
+
+def make_config(**changes: Any) -> str:
+    """The defaults' YAML with ``changes`` (``TRAIN__LR_BY_PROTOCOL__FINETUNE=0.1``)."""
+    cfg = get_cfg()
+    for key, value in changes.items():
+        *sections, name = key.split("__")
+        node = cfg
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    return cfg.dump()

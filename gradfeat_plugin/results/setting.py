@@ -9,11 +9,12 @@ linear probes apart. :func:`setting_words` says a key's value as a reader would.
 from __future__ import annotations
 
 import functools
-import os
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..config import get_cfg
 from ..config.safe_yaml import parse_yaml
 from ..errors import GradfeatError
 
@@ -96,6 +97,14 @@ def setting_of_config(config: str | None) -> Setting:
         for key, value in flat.items()
         if key not in NON_SETTING_KEYS and IMPLIED_VALUES.get(key, ...) != value
     ))
+
+
+def default_setting() -> dict[str, str]:
+    """The defaults' config as a setting: flat key -> JSON value."""
+    return {
+        key: json.dumps(value, sort_keys=True, default=str)
+        for key, value in _flatten(get_cfg()).items()
+    }
 
 
 def _shown(value: str) -> str:
@@ -194,7 +203,8 @@ def _ablation_from_weights(weights: str) -> dict[str, str]:
     parts = {"θ1": "THETA1", "θ2": "THETA2", "ω": "PROBE"}
     named = dict(item.split("=", 1) for item in weights.partition("; ")[2].split()
                  if "=" in item)
-    return {f"ABLATION.{parts[k]}": json.dumps(v) for k, v in named.items() if k in parts}
+    return {f"ABLATION.{parts[k]}": json.dumps(v)
+            for k, v in named.items() if k in parts}
 
 
 def resolved_setting(record: Mapping[str, Any]) -> dict[str, str]:
@@ -255,7 +265,7 @@ def _input_size(value: Any) -> str:
 #: How a reader says a key's value: a format with ``{}`` for the value and the
 #: function that writes the value. Other keys read ``KEY = value``.
 KEY_WORDS: dict[str, tuple[str, Any]] = {
-    "MODEL.WEIGHTS": ("weights {}", lambda v: os.path.basename(str(v).rstrip("/")) or v),
+    "MODEL.WEIGHTS": ("weights {}", lambda v: os.path.basename(v.rstrip("/")) or v),
     "MODEL.SPLIT": ("θ2 = {}", _listed),
     "MODEL.INPUT_SIZE": ("input {}", _input_size),
     "MODEL.WEIGHTS_KEY": ("weights key {}", str),

@@ -56,7 +56,8 @@ def test_each_protocol_keeps_only_the_keys_that_change_its_number():
     assert finetune["MODEL.SPLIT"] == '["layer3"]'
     assert finetune["MODEL.INPUT_SIZE"] == "[3, 32, 32]"
     for protocol in ("linear", "grad", "gradfeat", "knn"):
-        assert "TRAIN.LR_BY_PROTOCOL.FINETUNE" not in protocol_setting(setting, protocol)
+        narrowed = protocol_setting(setting, protocol)
+        assert "TRAIN.LR_BY_PROTOCOL.FINETUNE" not in narrowed
     # The probe and kNN read the whole network; ω̄ and the ablation feed the
     # gradient term only; kNN trains nothing.
     assert "MODEL.SPLIT" not in protocol_setting(setting, "linear")
@@ -107,7 +108,8 @@ def test_a_record_is_resolved_by_what_it_ran_with():
     ("TRAIN.EPOCHS", "30", "30 epochs"),
     ("GRAD.BIAS", "false", "grad bias off"),
     ("KNN.K", "5", "kNN k 5"),
-    ("PRETRAIN.SIMCLR.BLUR_SIGMAS", "[0.1, 2.0]", "PRETRAIN.SIMCLR.BLUR_SIGMAS = 0.1, 2"),
+    ("PRETRAIN.SIMCLR.BLUR_SIGMAS", "[0.1, 2.0]",
+     "PRETRAIN.SIMCLR.BLUR_SIGMAS = 0.1, 2"),
     ("TRAIN.LR", UNSET, "lr unset"),
 ])
 def test_setting_words(key, value, words):

@@ -100,8 +100,8 @@ UNDEFINED_GAIN_NOTE = (
     "(here {finetune:.2f} % against {linear:.2f} %)"
 )
 SELECTED_ON_TEST_NOTE = (
-    "chosen on the test split (no validation split: DATA.VAL_FRACTION 0), so "
-    "optimistic"
+    "chosen on the test split (no validation split: DATA.VAL_FRACTION 0, or a run "
+    "from before it existed), so optimistic"
 )
 #: How the compact view introduces its tables.
 ABLATION_CAPTION = (
@@ -316,8 +316,13 @@ def _cell_stat(cell: RowCell | None) -> Stat | None:
 
 
 def _selected_on(record: Mapping[str, Any]) -> str | None:
-    """What a record's choices were made on (``validation``, ``test``, ``nothing``)."""
-    return (record.get("extra") or {}).get("selected_on")
+    """What a record's choices were made on (``validation``, ``test``, ``nothing``).
+    Runs from before the validation split record nothing: where they chose between
+    optimisers (fine-tuning's Adam and SGD), they chose on the test split."""
+    extra = record.get("extra") or {}
+    if "selected_on" not in extra and len(extra.get("values_by_optimizer") or {}) > 1:
+        return "test"
+    return extra.get("selected_on")
 
 
 def _validation_stat(cell: RowCell) -> Stat | None:

@@ -240,3 +240,18 @@ def test_ablation_cells_keep_their_footnotes_and_seed_counts():
     assert rows[4] == ("| pretrained | pretrained | pretrained | 84.00 ± 1.41 (n=2) "
                        "| 86.00 ± 1.41 (n=2) | 85.00 | 87.00 |")
     assert "¹ grad diverged: loss is nan" in text
+
+
+def test_runs_from_before_the_validation_split_chose_on_the_test_split():
+    """Such runs stored no ``selected_on``: fine-tuning's choice between Adam and
+    SGD was made on the test split; a protocol with one optimiser chose nothing."""
+    both = {"values_by_optimizer": {"adam": 0.90, "sgd": 0.85}}
+    one = {"values_by_optimizer": {"adam": 0.86}}
+    records = make_run({"linear": 0.80, "gradfeat": 0.86}, extra=one)
+    records += make_run({"finetune": 0.90}, extra=both)
+    text = render(leaderboard_table(records), "md")
+    assert md_rows(text)[2].startswith(
+        "| zoo:tiny |  |  | mnist5k | val_top1 | 1 | 80.00 | 86.00 | 90.00¹ | 60.00 |")
+    assert text.endswith("¹ chosen on the test split (no validation split: "
+                         "DATA.VAL_FRACTION 0, or a run from before it existed), so "
+                         "optimistic  \n")

@@ -255,3 +255,22 @@ def test_runs_from_before_the_validation_split_chose_on_the_test_split():
     assert text.endswith("¹ chosen on the test split (no validation split: "
                          "DATA.VAL_FRACTION 0, or a run from before it existed), so "
                          "optimistic  \n")
+
+
+def test_compact_view_ends_with_the_other_settings():
+    records = make_run(FOUR, config=make_config())
+    records += make_run(FOUR, config=make_config(TRAIN__LR=0.01))
+    records += make_run({"grad": 0.5, "gradfeat": 0.8},
+                        config=make_config(ABLATION__THETA2="random"))
+    board = leaderboard(records)
+    blocks = render_leaderboard(board, "md").split("\n\n")
+    first_cells = [md_rows(b)[2].split(" | ")[0] if md_rows(b) else None
+                   for b in blocks]
+    assert first_cells == [
+        "| zoo:tiny", None, "| pretrained", None, "| zoo:tiny (lr 0.01)"]
+    assert blocks[1].startswith("Table 1 ablation of zoo:tiny on mnist5k: ")
+    assert blocks[3] == "Other settings: in %, mean ± std over seeds"
+    html_text = render_leaderboard(board, "html")
+    assert html_text.count('<table class="gradfeat-leaderboard">') == 3
+    assert "<caption>Other settings: in %, mean ± std over seeds</caption>" in html_text
+    assert "<th>gradfeat (default)</th>" in html_text

@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 
 from ..cli import ArgumentParser, main_guard
 from ..errors import GradfeatError
-from .leaderboard import FORMATS, leaderboard_table, render
+from .leaderboard import (
+    ABLATION_CAPTION,
+    FORMATS,
+    OTHER_CAPTION,
+    VIEWS,
+    leaderboard,
+    render_leaderboard,
+)
 from .plot import PLOT_MARKER, PLOT_METADATA_KEYS, figure_files, plot_leaderboard
 from .store import RESULTS_ENV_VAR, ResultsStore, default_results_path
 
@@ -29,6 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
         f"./gradfeat_results.db)",
     )
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format")
+    parser.add_argument(
+        "--view",
+        choices=VIEWS,
+        default="compact",
+        help="md and html: compact (one row per model, weights, dataset and label "
+        "fraction, each Table 1 ablation in the paper's layout, then any other "
+        "setting) or full (every setting in one table); csv and json always hold "
+        "every row, with its kind",
+    )
+    parser.add_argument(
+        "--show-val",
+        action="store_true",
+        help="md and html: the validation metric each number was chosen with, "
+        "beside it (csv always has it)",
+    )
     parser.add_argument(
         "--plot",
         default=None,
@@ -67,7 +89,10 @@ def _updated_document(path: str, table: str) -> str:
 
 
 #: How each table format starts; ``--out`` replaces only files that start so.
-TABLE_STARTS = ("| model |", "model,", '<table class="gradfeat-leaderboard">', "[")
+TABLE_STARTS = (
+    "| model |", "model,", '<table class="gradfeat-leaderboard">', "[",
+    ABLATION_CAPTION.partition("{")[0], OTHER_CAPTION,
+)
 #: Files SQLite keeps next to a database.
 _SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
@@ -192,12 +217,12 @@ def _leaderboard(args: argparse.Namespace) -> int:
             raise GradfeatError(
                 f"folder {folder} does not exist; create it or pick another path"
             )
-    table = leaderboard_table(records)
-    text = render(table, args.format)
+    board = leaderboard(records)
+    text = render_leaderboard(board, args.format, args.view, args.show_val)
     document = _updated_document(args.update, text) if args.update else None
     for name, path in plots.items():
         _write_atomically(
-            path, lambda temp, name=name: plot_leaderboard(table, temp, figure=name)
+            path, lambda temp, name=name: plot_leaderboard(board.full, temp, figure=name)
         )
     if document is not None:
         _write_text(args.update, document)

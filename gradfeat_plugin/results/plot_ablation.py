@@ -120,6 +120,12 @@ def ablation_grids(table: Table) -> list[Grid]:
                         grid.cells[(protocol, row.split, protocol)] = cell
                 else:
                     grid.cells[(state, row.split, protocol)] = cell
+        # The linear probe reads the pooled features, whatever θ2 is: the table
+        # shows it once, under one split; the grid repeats it under every split.
+        probe = next((c for (k, _, _), c in grid.cells.items() if k == "linear"), None)
+        if probe is not None:
+            for split in grid.splits:
+                grid.cells.setdefault(("linear", split, "linear"), probe)
         grids.append(grid)
     return grids
 

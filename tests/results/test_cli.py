@@ -11,7 +11,7 @@ import pytest
 from gradfeat_plugin.results import ResultsStore
 from gradfeat_plugin.results.cli import leaderboard_main
 
-from .records import make_run
+from .records import make_run, study
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "leaderboard.py"
 
@@ -61,7 +61,7 @@ def test_script_empty_store_exits_2_and_writes_nothing(tmp_path):
 def test_script_prints_the_default_database_leaderboard(filled_db, tmp_path):
     result = run_script("--plot", "board.png", cwd=tmp_path, env_db=str(filled_db))
     assert result.returncode == 0, result.stderr
-    assert "| zoo:tiny | mnist5k | val_top1 | 2 | 81.00 ± 1.41 | 87.00 ± 1.41 " \
+    assert "| zoo:tiny |  |  | mnist5k | val_top1 | 2 | 81.00 ± 1.41 | 87.00 ± 1.41 " \
            "| 91.00 ± 1.41 | 60.00 |" in result.stdout
     assert (tmp_path / "board.png").stat().st_size > 10_000
 
@@ -105,7 +105,7 @@ def test_out_file_in_every_format(filled_db, tmp_path, capsys, fmt):
         assert values == pytest.approx([0.86, 0.88])
     elif fmt == "csv":
         row = text.splitlines()[1]
-        assert row.startswith("zoo:tiny,mnist5k,val_top1,2,81.0000,1.4142,")
+        assert row.startswith("zoo:tiny,,,mnist5k,val_top1,main,2,81.0000,1.4142,")
     else:
         assert "87.00 ± 1.41" in text and "60.00" in text
 
@@ -127,3 +127,65 @@ def test_update_needs_the_markers(filled_db, tmp_path, capsys):
     assert leaderboard_main(["--results", str(filled_db), "--update", str(doc)]) == 2
     assert "leaderboard:begin" in capsys.readouterr().err
     assert doc.read_text() == "no markers here\n"
+
+
+@pytest.fixture()
+def study_db(tmp_path) -> Path:
+    store = ResultsStore(tmp_path / "study.db")
+    for record in study():
+        store.add_run([record])
+    return store.path
+
+
+def test_compact_view_by_default_and_the_full_one_on_request(study_db, capsys):
+    assert leaderboard_main(["--results", str(study_db)]) == 0
+    compact = capsys.readouterr().out
+    assert "| zoo:tiny (10 % labels) | layer3 |" in compact
+    assert ("\n\nTable 1 ablation of zoo:tiny on mnist5k (10 epochs): val_top1 in %, "
+            "one seed\n\n| θ1 | θ2 | ω | grad (layer3) |") in compact
+    assert "θ2 random)" not in compact
+    assert leaderboard_main(["--results", str(study_db), "--view", "full"]) == 0
+    full = capsys.readouterr().out
+    assert "| zoo:tiny (θ2 = layer2, layer3; θ2 random) | layer2, layer3 |" in full
+    assert "Table 1 ablation" not in full
+    assert leaderboard_main(["--results", str(study_db), "--view", "full",
+                             "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1 + 7
+
+
+def test_show_val_puts_the_validation_metric_beside_the_test_one(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "val.db")
+    for seed, (test, val) in enumerate(((0.80, 0.83), (0.82, 0.85))):
+        store.add_run(make_run({"linear": test}, seed=seed, extra={
+            "selected_on": "validation", "selection_metric": val}))
+    assert leaderboard_main(["--results", str(store.path), "--show-val"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | θ2 | input | dataset | metric | seeds "
+                               "| linear | linear val | gain recovered (%) |")
+    assert lines[2].startswith("| zoo:tiny |  |  | mnist5k | val_top1 | 2 "
+                               "| 81.00 ± 1.41 | 84.00 ± 1.41 |  |")
+    assert leaderboard_main(["--results", str(store.path)]) == 0
+    assert "linear val" not in capsys.readouterr().out
+
+
+def test_out_replaces_a_compact_table_that_starts_with_table_1(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "ablation.db")
+    for record in study():
+        if record["weights"] != "pretrained":  # the ablation rows alone
+            store.add_run([record])
+    out = tmp_path / "board.md"
+    for _ in range(2):
+        assert leaderboard_main(["--results", str(store.path), "--out", str(out)]) == 0
+    assert out.read_text().startswith("Table 1 ablation of zoo:tiny on mnist5k")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_update_writes_the_compact_view(study_db, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("above\n<!-- leaderboard:begin -->\nold\n<!-- leaderboard:end -->\n")
+    assert leaderboard_main(["--results", str(study_db), "--update", str(doc)]) == 0
+    text = doc.read_text()
+    begin, end = text.index("leaderboard:begin"), text.index("leaderboard:end")
+    section = text[begin:end]
+    assert section.count("| model |") == 1 and section.count("| θ1 | θ2 | ω |") == 1
+    assert "old" not in section and text.startswith("above\n")

@@ -37,11 +37,12 @@ def records(tmp_path):
 
 def test_table_means_stds_gain_and_costs(records):
     table = leaderboard_table(records)
-    assert table.columns[:9] == [
-        "model", "dataset", "metric", "seeds", "linear", "grad", "gradfeat", "finetune",
-        "knn",
+    assert table.columns[:11] == [
+        "model", "θ2", "input", "dataset", "metric", "seeds", "linear", "grad",
+        "gradfeat", "finetune", "knn",
     ]
-    assert table.column("model") == ["zoo:flat", "zoo:tiny", "zoo:tiny (random)"]
+    assert table.column("model") == [
+        "zoo:flat", "zoo:tiny", "zoo:tiny (weights random)"]
     assert table.column("dataset") == ["digits", "mnist5k", "mnist5k"]
     assert table.column("seeds") == [1, 2, 1]
     tiny = dict(zip(table.columns, table.rows[1]))
@@ -63,31 +64,36 @@ def test_table_means_stds_gain_and_costs(records):
 
 
 def test_rerun_of_a_seed_replaces_it_and_splits_get_their_own_rows():
-    base = make_run({"linear": 0.5}, split="layer4")
-    rerun = make_run({"linear": 0.7}, split="layer4")
-    other_split = make_run({"linear": 0.6}, split="layer3")
-    for record, stamp in zip((*base, *rerun, *other_split), ("t1", "t2", "t1")):
+    base = make_run({"linear": 0.5, "gradfeat": 0.55}, split="layer4")
+    rerun = make_run({"linear": 0.7, "gradfeat": 0.75}, split="layer4")
+    other_split = make_run({"linear": 0.7, "gradfeat": 0.65}, split="layer3")
+    for record, stamp in zip((*base, *rerun, *other_split), ("t1",) * 2 + ("t2",) * 2
+                             + ("t1",) * 2):
         record["timestamp"] = stamp
     table = leaderboard_table([*rerun, *base, *other_split])
     assert table.column("model") == [
-        "zoo:tiny (split=layer3)", "zoo:tiny (split=layer4)"]
-    assert [s.mean for s in table.column("linear")] == pytest.approx([60.0, 70.0])
-    assert [r["value"] for r in table.records] == [0.6, 0.7]
+        "zoo:tiny (θ2 = layer3)", "zoo:tiny (θ2 = layer4)"]
+    assert table.column("θ2") == ["layer3", "layer4"]
+    assert [s.mean for s in table.column("gradfeat")] == pytest.approx([65.0, 75.0])
+    # The linear probe reads the whole network's features: where θ2 starts does not
+    # change it, so both runs of seed 0 are one number, the later one, shown once.
+    assert [s and s.mean for s in table.column("linear")] == [pytest.approx(70.0), None]
+    assert [r["value"] for r in table.records] == [0.7, 0.65, 0.75]
 
 
 def test_markdown(records):
     text = render(leaderboard_table(records), "md")
     lines = text.splitlines()
     assert lines[0].startswith(
-        "| model | dataset | metric | seeds | linear | grad | gradfeat | finetune "
-        "| knn | gain recovered (%) |")
-    assert lines[1].startswith("| :--- | :--- | :--- | ---: |")
+        "| model | θ2 | input | dataset | metric | seeds | linear | grad | gradfeat "
+        "| finetune | knn | gain recovered (%) |")
+    assert lines[1].startswith("| :--- | :--- | :--- | :--- | :--- | ---: |")
     assert lines[3] == (
-        "| zoo:tiny | mnist5k | val_top1 | 2 | 81.00 ± 1.41 | 76.00 ± 1.41 "
+        "| zoo:tiny |  |  | mnist5k | val_top1 | 2 | 81.00 ± 1.41 | 76.00 ± 1.41 "
         "| 87.00 ± 1.41 | 91.00 ± 1.41 | 71.00 ± 1.41 | 60.00 | 50.0 | 512 | 2.5 "
         "| 11.7 |")
     assert lines[4] == (
-        "| zoo:tiny (random) | mnist5k | val_top1 | 1 | 30.00 |  | 35.00 "
+        "| zoo:tiny (weights random) |  |  | mnist5k | val_top1 | 1 | 30.00 |  | 35.00 "
         "|  |  |  |  |  |  |  |")
     assert lines[5] == ""
     assert lines[6].startswith("¹ gain recovered is defined only where fine-tuning beats")
@@ -96,7 +102,8 @@ def test_markdown(records):
 
 def test_csv_splits_mean_and_std(records):
     rows = list(csv.DictReader(io.StringIO(render(leaderboard_table(records), "csv"))))
-    assert [r["model"] for r in rows] == ["zoo:flat", "zoo:tiny", "zoo:tiny (random)"]
+    assert [r["model"] for r in rows] == [
+        "zoo:flat", "zoo:tiny", "zoo:tiny (weights random)"]
     tiny = rows[1]
     assert float(tiny["gradfeat"]) == pytest.approx(87.0)
     assert float(tiny["gradfeat std"]) == pytest.approx(1.4142, abs=1e-4)
@@ -127,7 +134,7 @@ def test_json_is_a_list_of_records(records):
     assert gradfeat == [0.86, 0.88]
     random = [d for d in data if d["weights"] == "random"]
     assert {d["model"] for d in random} == {"zoo:tiny"}
-    assert {d["label"] for d in random} == {"zoo:tiny (random)"}
+    assert {d["label"] for d in random} == {"zoo:tiny (weights random)"}
 
 
 def test_unknown_format():

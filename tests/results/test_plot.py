@@ -42,7 +42,8 @@ ABLATION = {
         "layer3.0": (0.40, 0.75), "layer2.0,layer3.0": (0.45, 0.77)},
 }
 #: The same θ2's linear probe and fine-tuning.
-REFERENCE = {"layer3.0": (0.70, 0.95), "layer2.0,layer3.0": (0.71, 0.97)}
+# The linear probe reads the pooled features: the same whatever θ2 is.
+REFERENCE = {"layer3.0": (0.70, 0.95), "layer2.0,layer3.0": (0.70, 0.97)}
 
 
 def _config(**changes) -> str:
@@ -193,7 +194,7 @@ def test_accuracy_axes_start_at_zero(bars, records):
 def test_error_bars_are_the_std_over_seeds(records):
     table = leaderboard_table(records)
     row = next(r for r in table.rows
-               if r[0] == "zoo:rotation_mnist5k (DATA.LABEL_FRACTION=1.0)")
+               if r[0] == "zoo:rotation_mnist5k")
     linear = row[table.columns.index("linear")]
     assert linear.n == 3 and linear.std == pytest.approx(1.0)
     rotation = _panels(leaderboard_figure(table))["zoo:rotation_mnist5k on mnist5k"]
@@ -378,7 +379,8 @@ def test_every_bar_is_as_high_in_every_panel(bars):
     bars.canvas.draw()
     heights = [p.get_window_extent().height for axes in _panels(bars).values()
                for p in axes.patches if isinstance(p, Rectangle)]
-    assert len(heights) == 5 * 5 + 2 * 2 + 2 * 5
+    # The second θ2 split's row shares the first one's linear probe: no bar of its own.
+    assert len(heights) == 5 * 5 + 2 * 2 + 2 * 5 - 1
     assert max(heights) < 1.03 * min(heights)
 
 

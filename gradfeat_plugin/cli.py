@@ -6,11 +6,11 @@ import argparse
 import ast
 import logging
 import sys
-import warnings
 from typing import Any, Callable, NoReturn
 
 from .config.safe_yaml import parse_yaml
 from .errors import GradfeatError, ProtocolFailed
+from .protocols.settings import LIGHTNING_LOGGERS
 
 #: Plain values a ``--model-kwargs`` value may be (lists and tuples of them too).
 SCALAR_TYPES = (bool, int, float, str, type(None))
@@ -135,12 +135,8 @@ def main_guard(main: Callable[[], int]) -> int:
     """
     # Lightning's per-Trainer info lines (devices, tips) repeat for every protocol;
     # progress bars and warnings stay.
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    # torch's forward-mode AD scripts its JVP decompositions on first use and warns
-    # that torch.jit.script is deprecated: nothing a user can act on.
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
-    )
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return main()
     except (GradfeatError, ProtocolFailed) as exc:

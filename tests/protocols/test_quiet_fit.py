@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 # Two fits: with Lightning as imported, then with its rank-zero lines going to the
 # logger of another Lightning package (the unified ``lightning`` claims them when it
 # is imported last). Each fit prints its section name first.
@@ -38,14 +40,24 @@ for section in ("as imported", "rerouted"):
 """
 
 
-def test_the_inner_probe_fit_prints_nothing_of_its_own():
+@pytest.fixture(scope="module")
+def user_fit() -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    sections = proc.stderr.split("== ")[1:]
+    return proc
+
+
+def test_the_inner_probe_fit_prints_nothing_of_its_own(user_fit):
+    sections = user_fit.stderr.split("== ")[1:]
     assert [s.splitlines()[0] for s in sections] == ["as imported", "rerouted"]
     for section in sections:
         assert "probe fitted: True" in section
         assert section.count("GPU available:") == 1, section
         assert section.count("`Trainer.fit` stopped") == 1, section
         assert "val_dataloader" not in section, section
+
+
+def test_no_torch_jit_deprecation_from_forward_mode_ad(user_fit):
+    # torch scripts its JVP decompositions when the linearisation first runs.
+    assert "torch.jit.script" not in user_fit.stderr

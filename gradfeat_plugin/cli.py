@@ -121,6 +121,16 @@ def parse_normalization(values: list[str], flag: str) -> str | list[float]:
         ) from None
 
 
+def show_progress(no_progress: bool = False) -> bool:
+    """Whether a command line draws progress bars: not with ``--no-progress``, and
+    only on a terminal (in a log file or a pipe every redraw would be a new line).
+
+    Args:
+        no_progress: The script's ``--no-progress`` flag.
+    """
+    return not no_progress and sys.stderr.isatty()
+
+
 def main_guard(main: Callable[[], int]) -> int:
     """Run a script's ``main``; a :class:`GradfeatError` (or a :class:`ProtocolFailed`
     that reaches it) prints ``error: ...`` and gives 2.

@@ -165,7 +165,8 @@ def run_summary(results_path: str, run_id: str) -> str:
     mine = store.records(run_id=run_id)
     keys = {_setting_key(r) for r in mine}
     stored = store.records(dataset=mine[0]["dataset"])
-    return render(leaderboard_table([r for r in stored if _setting_key(r) in keys]), "md")
+    same = [r for r in stored if _setting_key(r) in keys]
+    return render(leaderboard_table(same), "md")
 
 
 def _setting_key(record: dict) -> tuple:

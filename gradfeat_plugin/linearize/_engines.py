@@ -88,7 +88,7 @@ def _load_jvp_decompositions() -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+            "ignore", r"`torch\.jit\.script` is deprecated", FutureWarning
         )
         # Private, hence looked up: a torch without it has nothing to load here.
         getattr(fwAD, "_maybe_load_decompositions", lambda: None)()

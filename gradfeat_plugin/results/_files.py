@@ -48,4 +48,4 @@ def create_temporary_file(folder: str, prefix: str, suffix: str = "") -> str:
         path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
         if create_new_file(path):
             return path
-    raise FileExistsError(f"no unused temporary name in {folder} after {_ATTEMPTS} tries")
+    raise FileExistsError(f"no unused temporary name in {folder} in {_ATTEMPTS} tries")

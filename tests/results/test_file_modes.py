@@ -64,7 +64,8 @@ def test_temporary_names_are_unique_and_never_reused(tmp_path):
     names = []
 
     def make() -> None:
-        names.extend(create_temporary_file(str(tmp_path), ".x.", ".md") for _ in range(50))
+        for _ in range(50):
+            names.append(create_temporary_file(str(tmp_path), ".x.", ".md"))
 
     threads = [threading.Thread(target=make) for _ in range(4)]
     for thread in threads:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from gradfeat_plugin.cli import ArgumentParser, main_guard
 from gradfeat_plugin.coverage import EXACT_TOLERANCE, CoverageRow, check_architecture
 from gradfeat_plugin.errors import GradfeatError
+from gradfeat_plugin.zoo.cache import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_LIST = HERE / "coverage_models.txt"
@@ -134,13 +133,6 @@ def render(rows: list[CoverageRow], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=Path, default=DEFAULT_LIST, help="list of model specs")
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         if args.json:
             payload = {"seconds": time.perf_counter() - start, "rows": [asdict(r) for r in rows]}
-            _write_atomic(Path(args.json), json.dumps(payload, indent=1))
+            atomic_write_bytes(args.json, json.dumps(payload, indent=1).encode())
         status = "pass" if row.passed else f"FAIL {row.error or ''}"
         print(f"[{i}/{len(specs)}] {spec}: {status} ({time.perf_counter() - t0:.1f} s)",
               flush=True)
@@ -176,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out == "-":
         print(report)
     else:
-        _write_atomic(Path(args.out), report)
+        atomic_write_bytes(args.out, report.encode())
         print(f"{sum(r.passed for r in rows)}/{len(rows)} pass; written to {args.out}")
     return 0
 

@@ -14,6 +14,7 @@ protocols and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from gradfeat_plugin.cli import (
@@ -22,10 +23,12 @@ from gradfeat_plugin.cli import (
     parse_model_kwargs,
     parse_normalization,
     show_info_lines,
+    show_progress,
 )
 from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.evaluate import evaluate
 from gradfeat_plugin.results import ResultsStore, default_results_path, leaderboard_table, render
+from gradfeat_plugin.results.setting import setting_of_config
 
 PROTOCOL_CHOICES = ["linear", "grad", "gradfeat", "finetune", "knn", "all"]
 
@@ -100,7 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed, ...")
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
     p.add_argument("--config", help="YAML config (a path, or a name in configs/)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide progress bars (shown only when stderr is a terminal)")
     p.add_argument("--list-models", nargs="?", const="*", metavar="PATTERN")
     p.add_argument("--list-protocols", action="store_true")
     p.add_argument("--list-datasets", action="store_true")
@@ -154,6 +158,22 @@ def split_table(spec: str, model_kwargs: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def run_summary(results_path: str, run_id: str) -> str:
+    """The leaderboard rows a run's results count in, as markdown: every stored
+    seed of its setting (model, weights, θ2, dataset and config but the seed)."""
+    store = ResultsStore(results_path, create=False)
+    mine = store.records(run_id=run_id)
+    keys = {_setting_key(r) for r in mine}
+    stored = store.records(dataset=mine[0]["dataset"])
+    same = [r for r in stored if _setting_key(r) in keys]
+    return render(leaderboard_table(same), "md")
+
+
+def _setting_key(record: dict) -> tuple:
+    fields = tuple(record[name] for name in ("model", "weights", "split", "dataset"))
+    return (*fields, setting_of_config(record.get("config")))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_splits:
@@ -175,21 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(config_file, args.opts, overrides)
     results_path = cfg.RESULTS.PATH or default_results_path()
     show_info_lines(not args.no_progress)
-    run = evaluate(cfg, args.protocol, results_path, progress=not args.no_progress)
+    # Progress and Lightning's own output go to stderr: stdout holds the summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        run = evaluate(cfg, args.protocol, results_path,
+                       progress=show_progress(args.no_progress))
     if run.run_id is None:
         return 0
-    print(f"\nrun {run.run_id}: {cfg.MODEL.SPEC} on {cfg.DATA.DATASET}")
-    print(f"{'protocol':<10}{'metric':<14}{'value %':>9}{'wall s':>9}{'trainable':>12}")
-    for r in run.results:
-        value = f"{100 * r.value:>9.2f}" if r.value is not None else f"{r.status:>9}"
-        print(f"{r.protocol:<10}{r.metric:<14}{value}{r.wall_time_s:>9.1f}"
-              f"{r.trainable_params:>12,}")
-    print(f"\n{len(run.records)} results written to {results_path} "
-          f"(config: {run.config_path})\n")
-    records = ResultsStore(results_path).records(
-        dataset=run.records[0]["dataset"]
-    )
-    print(render(leaderboard_table(records), "md"))
+    print(f"run {run.run_id}: {len(run.records)} results of {cfg.MODEL.SPEC} on "
+          f"{cfg.DATA.DATASET} written to {results_path} (config: {run.config_path})\n")
+    print(run_summary(results_path, run.run_id))
     if run.unfinished:
         finished = len(run.results) - len(run.unfinished)
         what = "; ".join(f"{r.protocol} {r.status} ({r.reason})" for r in run.unfinished)

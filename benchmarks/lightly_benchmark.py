@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.models import resnet18
 
 from gradfeat_plugin import GradfeatClassifier, get_cfg, get_dataset
-from gradfeat_plugin.cli import ArgumentParser, main_guard
+from gradfeat_plugin.cli import ArgumentParser, main_guard, show_progress
 from gradfeat_plugin.zoo.recipes.simclr import MultiViewDataset, digit_simclr_transform
 
 
@@ -71,7 +71,8 @@ def _subset(dataset: Dataset, size: int) -> Dataset:
 def _trainer(args: argparse.Namespace, epochs: int) -> Trainer:
     return Trainer(max_epochs=epochs, accelerator=args.accelerator, devices=1,
                    logger=False, enable_checkpointing=False,
-                   enable_progress_bar=not args.no_progress, enable_model_summary=False)
+                   enable_progress_bar=show_progress(args.no_progress),
+                   enable_model_summary=False)
 
 
 def pretrain(args: argparse.Namespace) -> SimCLR:

@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 
-from gradfeat_plugin.cli import ArgumentParser, main_guard
+from gradfeat_plugin.cli import ArgumentParser, main_guard, show_progress
 from gradfeat_plugin.errors import GradfeatError
 from gradfeat_plugin.zoo import ZOO, list_zoo_models, metadata_path, pretrain
 from gradfeat_plugin.zoo.cache import atomic_write_bytes
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         mismatched = []
         with tempfile.TemporaryDirectory() as scratch:
             for name in names:
-                make(name, scratch, not args.no_progress)
+                make(name, scratch, show_progress(args.no_progress))
                 made = manifest_entry(name, scratch)
                 shipped = manifest.get(name, {})
                 same = made["sha256"] == shipped.get("sha256")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_rows(write_manifest(folder)))
         return 0
     for name in names:
-        make(name, folder, not args.no_progress)
+        make(name, folder, show_progress(args.no_progress))
         entry = write_manifest(folder)[name]
         print(f"{name}: {entry['sha256'][:12]} {json.dumps(entry['held_out'])}")
     return 0

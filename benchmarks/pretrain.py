@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradfeat_plugin.cli import ArgumentParser, main_guard
+from gradfeat_plugin.cli import ArgumentParser, main_guard, show_progress
 from gradfeat_plugin.config import load_config
 from gradfeat_plugin.zoo import list_archs, list_methods, metadata_path, pretrain
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         data_dir=args.data_dir,
         cfg=cfg,
-        progress=not args.no_progress,
+        progress=show_progress(args.no_progress),
     )
     print(
         f"{args.method} {args.arch} on {args.dataset}: final pretext loss "

@@ -6,11 +6,11 @@ import argparse
 import ast
 import logging
 import sys
-import warnings
 from typing import Any, Callable, NoReturn
 
 from .config.safe_yaml import parse_yaml
 from .errors import GradfeatError, ProtocolFailed
+from .protocols.settings import LIGHTNING_LOGGERS
 
 #: Plain values a ``--model-kwargs`` value may be (lists and tuples of them too).
 SCALAR_TYPES = (bool, int, float, str, type(None))
@@ -121,6 +121,16 @@ def parse_normalization(values: list[str], flag: str) -> str | list[float]:
         ) from None
 
 
+def show_progress(no_progress: bool = False) -> bool:
+    """Whether a command line draws progress bars: not with ``--no-progress``, and
+    only on a terminal (in a log file or a pipe every redraw would be a new line).
+
+    Args:
+        no_progress: The script's ``--no-progress`` flag.
+    """
+    return not no_progress and sys.stderr.isatty()
+
+
 def main_guard(main: Callable[[], int]) -> int:
     """Run a script's ``main``; a :class:`GradfeatError` (or a :class:`ProtocolFailed`
     that reaches it) prints ``error: ...`` and gives 2.
@@ -135,12 +145,8 @@ def main_guard(main: Callable[[], int]) -> int:
     """
     # Lightning's per-Trainer info lines (devices, tips) repeat for every protocol;
     # progress bars and warnings stay.
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    # torch's forward-mode AD scripts its JVP decompositions on first use and warns
-    # that torch.jit.script is deprecated: nothing a user can act on.
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
-    )
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return main()
     except (GradfeatError, ProtocolFailed) as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
@@ -77,10 +79,26 @@ def _mha_fastpath_off() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(enabled)
 
 
+@functools.cache
+def _load_jvp_decompositions() -> None:
+    """Load forward-mode AD's decompositions once, quietly: torch scripts them on
+    first use with ``torch.jit.script``, which warns that it is deprecated (torch's
+    own call, nothing a user can act on)."""
+    import torch.autograd.forward_ad as fwAD
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", r"`torch\.jit\.script` is deprecated", FutureWarning
+        )
+        # Private, hence looked up: a torch without it has nothing to load here.
+        getattr(fwAD, "_maybe_load_decompositions", lambda: None)()
+
+
 @contextlib.contextmanager
 def jvp_context() -> Iterator[None]:
     """Kernels with a forward-mode derivative: math attention, no MHA fast path,
     a composite hard sigmoid."""
+    _load_jvp_decompositions()
     with sdpa_kernel([SDPBackend.MATH]), _mha_fastpath_off(), _DifferentiableActivations():
         yield
 

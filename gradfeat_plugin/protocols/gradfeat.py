@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import warnings
 from typing import Any, List, Sequence
 
 import numpy as np
@@ -20,10 +18,10 @@ from ..linearize._ntk import effective_parameters
 from ..linearize._reinit import INITS
 from ..linearize._split import SplitSpec
 from ._base import Inputs, ProtocolClassifier, check_feature_dim
-from ._cache import ITERABLE_LEN_WARNING, FrozenOutputs, cached_loader
+from ._cache import FrozenOutputs, cached_loader
 from ._models import install_probe, linearized_from
 from .linear import LinearProbeClassifier
-from .settings import TrainerSettings, build_trainer
+from .settings import TrainerSettings, build_trainer, silent_lightning
 
 Probe = tuple[Tensor, Tensor | None]
 
@@ -280,44 +278,39 @@ class GradfeatClassifier(ProtocolClassifier):
         if not epochs or epochs < 0:
             raise ValueError("the probe needs a number of epochs: pass probe_epochs")
         state = _rng_state()
-        level = logging.getLogger("pytorch_lightning").level
-        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
         try:
-            seed_everything(self.seed, workers=True, verbose=False)
-            accelerator = "gpu" if mean.device.type == "cuda" else "cpu"
-            trainer = build_trainer(
-                TrainerSettings(epochs=epochs, accelerator=accelerator, devices=1),
-                progress=False,
-                limit_val_batches=0,
-            )
-            probe = LinearProbeClassifier(
-                self._source_model,  # type: ignore[arg-type]
-                self.batch_size_per_device,
-                self.probe_lr,
-                num_classes=self.num_classes,
-                split=self.model.split,
-                ntk_head=self.probe_ntk_head,
-                task=self.task,
-                cached=True,
-                optimizer=self.optimizer_name,
-                betas=self.betas,
-                weight_decay=self.probe_weight_decay,
-                momentum=self.momentum,
-                scale_lr=self.scale_lr,
-                lr_decay=self.lr_decay,
-                lr_decay_every=self.probe_lr_decay_every,
-                clip_grad_norm=self.clip_norm,
-                seed=self.seed,
-                **self._linearization,
-            )
-            probe.set_standardization(mean, std)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=ITERABLE_LEN_WARNING)
+            with silent_lightning():
+                seed_everything(self.seed, workers=True, verbose=False)
+                accelerator = "gpu" if mean.device.type == "cuda" else "cpu"
+                trainer = build_trainer(
+                    TrainerSettings(epochs=epochs, accelerator=accelerator, devices=1),
+                    progress=False,
+                    limit_val_batches=0,
+                )
+                probe = LinearProbeClassifier(
+                    self._source_model,  # type: ignore[arg-type]
+                    self.batch_size_per_device,
+                    self.probe_lr,
+                    num_classes=self.num_classes,
+                    split=self.model.split,
+                    ntk_head=self.probe_ntk_head,
+                    task=self.task,
+                    cached=True,
+                    optimizer=self.optimizer_name,
+                    betas=self.betas,
+                    weight_decay=self.probe_weight_decay,
+                    momentum=self.momentum,
+                    scale_lr=self.scale_lr,
+                    lr_decay=self.lr_decay,
+                    lr_decay_every=self.probe_lr_decay_every,
+                    clip_grad_norm=self.clip_norm,
+                    seed=self.seed,
+                    **self._linearization,
+                )
+                probe.set_standardization(mean, std)
+                train = cached_loader(features, loader.batch_size, shuffle=True)
                 with lightning_interrupts(trainer):
-                    trainer.fit(
-                        probe, cached_loader(features, loader.batch_size, shuffle=True)
-                    )
+                    trainer.fit(probe, train)
         finally:
-            logging.getLogger("pytorch_lightning").setLevel(level)
             _set_rng_state(state)
         return probe.probe()

@@ -406,7 +406,7 @@ class _ProtocolRun:
             eval_loader = self._loader(test, batch_size, False, cached, device)
             loaders = [bank_loader, eval_loader]
             with lightning_interrupts(trainer):
-                trainer.validate(module, dataloaders=loaders, verbose=self.progress)
+                trainer.validate(module, dataloaders=loaders, verbose=False)
             metrics = _scalar_metrics(trainer)
             return _Run(module, metrics, metrics, kwargs)
         val = self._datasets(cls, cached, device, "val")

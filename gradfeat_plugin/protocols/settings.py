@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterator
 
+import lightning_utilities.core.rank_zero as rank_zero
 from pytorch_lightning import Trainer
 
 from ._cache import CachePolicy
+
+#: Lightning's loggers, in the standalone packages and in the unified ``lightning``.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
+#: The modules Lightning's own warnings are attributed to.
+LIGHTNING_MODULES = r"(pytorch_lightning|lightning_fabric|lightning)(\.|$)"
 
 
 @dataclass
@@ -59,6 +68,28 @@ def build_trainer(
         enable_progress_bar=progress,
         **overrides,
     )
+
+
+@contextlib.contextmanager
+def silent_lightning() -> Iterator[None]:
+    """Hold back Lightning's info lines and its own warnings, e.g. around a Trainer a
+    protocol fits inside the user's: the user's Trainer has printed those that apply
+    (devices, a missing ``val_dataloader``), and the inner one would print them again.
+    Warnings raised by other code still show."""
+    # Lightning's info lines (devices, tips, "`Trainer.fit` stopped") go to the
+    # logger its rank-zero helpers hold: the package imported last sets it.
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    loggers.append(rank_zero.log)
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=LIGHTNING_MODULES)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @dataclass

@@ -6,11 +6,11 @@ import argparse
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 
 from ..cli import ArgumentParser, main_guard
 from ..errors import GradfeatError
+from ._files import create_temporary_file
 from .leaderboard import (
     ABLATION_CAPTION,
     FORMATS,
@@ -146,14 +146,13 @@ def _is_plot(head: bytes) -> bool:
 def _write_atomically(path: str, write: Callable[[str], None]) -> None:
     """``write(temporary)`` next to ``path``, then rename: never a half-written file.
 
-    A link is written through (its target is replaced, the link kept), and a file
-    that is replaced keeps its permissions.
+    A link is written through (its target is replaced, the link kept), a file that
+    is replaced keeps its permissions, and a new one follows the umask.
     """
     path = os.path.realpath(path)
     folder, name = os.path.split(path)
     suffix = os.path.splitext(name)[1]
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
-    os.close(handle)
+    temporary = create_temporary_file(folder, prefix=f".{name}.", suffix=suffix)
     try:
         write(temporary)
         if os.path.exists(path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GradfeatError
+from ._files import create_new_file
 from .provenance import config_hash, package_versions
 
 #: Environment variable that overrides the default results database path.
@@ -171,6 +172,9 @@ class ResultsStore:
         new = not self.path.exists()
         if new:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created here, as any new file, so that it follows the umask: SQLite
+            # creates it 0o644 less the umask, which no umask makes group-writable.
+            create_new_file(self.path)
         if create:
             try:
                 self._initialise(version)

@@ -120,6 +120,7 @@ def test_a_diverged_protocol_is_stored_as_such_and_the_others_kept(tmp_path, cap
     assert stored[1] == ("finetune", None, "diverged")
     row = next(line for line in captured.out.splitlines() if line.startswith("| bigan"))
     assert "| diverged¹ |" in row
+    assert captured.out.count("| model |") == 1  # one summary table, failures or not
     assert "¹ finetune diverged: sgd, lr 0.001: training loss is" in captured.out
 
 

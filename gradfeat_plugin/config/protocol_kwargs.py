@@ -127,7 +127,10 @@ def protocol_kwargs(cfg: CfgNode, name: str, optimizer: str | None = None) -> di
             cache_batch_size=cfg.TRAIN.CACHE_BATCH_SIZE,
             probe_lr=_lr(cfg, "linear"),
             probe_epochs=cfg.LINEAR.EPOCHS,
-            **{f"probe_{key}": value for key, value in probe.items()},
+            # None: the probe's setting is the protocol's own, as the class says.
+            probe_ntk_head=cfg.LINEAR.NTK_HEAD,
+            probe_weight_decay=cfg.LINEAR.WEIGHT_DECAY,
+            probe_lr_decay_every=cfg.LINEAR.LR_DECAY_EVERY,
         )
     if issubclass(cls, GradClassifier):
         kwargs["bias"] = bool(cfg.GRAD.BIAS)

@@ -64,7 +64,9 @@ def test_one_summary_table_of_this_runs_setting(run):
     assert table[: len(rows)] == rows  # the table, then only its footnotes
     assert all(line == "" or line[0] in NOTE_MARKS for line in table[len(rows):])
     (row,) = rows[2:]
-    assert row.startswith("| bigan_encoder (random) | digits | val_top1 | 1 |")
+    assert row.startswith(
+        "| bigan_encoder (weights random) | conv4 | 3×32×32 | digits | val_top1 | 1 |"
+    )
     assert "zoo:other" not in proc.stdout  # another setting's row is the leaderboard's
 
 

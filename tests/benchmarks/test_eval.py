@@ -41,7 +41,7 @@ def test_all_protocols_share_one_run(tmp_path, capsys):
     assert got["knn"][0] == "val_knn_top1" and got["knn"][1] > 0.5
     assert all(0.0 <= v <= 1.0 for _, v in got.values())
     out = capsys.readouterr().out
-    assert "| bigan_encoder (random) | digits |" in out
+    assert "| bigan_encoder (weights random) | conv4 | 3×32×32 | digits |" in out
     saved = list((tmp_path / "runs").glob("*.yaml"))
     assert len(saved) == 1 and "K: 10" in saved[0].read_text()
 

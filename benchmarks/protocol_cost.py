@@ -58,6 +58,26 @@ def _timed(
     return seconds, {r.protocol: round(r.value, 4) for r in results}
 
 
+def benchmark_job(
+    args: argparse.Namespace, val_fraction: float = 0.0
+) -> tuple[object, DatasetSplits, CfgNode]:
+    """The backbone, data and config a cost benchmark times: ``eval.py``'s default
+    job with ``args.default_job`` (``args`` then records its dataset and epochs),
+    else a BiGAN encoder of ``args.width`` (θ2 = ``conv4``) on ``args.dataset``."""
+    torch.manual_seed(0)
+    if args.default_job:
+        cfg = load_config(dataset_config(get_cfg().DATA.DATASET)).clone()
+        cfg.defrost()
+        backbone, data = load_inputs(cfg)
+        args.dataset, args.width, args.epochs = cfg.DATA.DATASET, None, cfg.TRAIN.EPOCHS
+        return backbone, data, cfg
+    backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
+    data = get_dataset(args.dataset, input_size=(3, 32, 32), val_fraction=val_fraction)
+    cfg = get_cfg()
+    cfg.TRAIN.EPOCHS = args.epochs
+    return backbone, data, cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=32, help="BiGAN encoder width")
@@ -79,17 +99,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
 
-    torch.manual_seed(0)
-    if args.default_job:
-        cfg = load_config(dataset_config(get_cfg().DATA.DATASET)).clone()
-        cfg.defrost()
-        backbone, data = load_inputs(cfg)
-        args.dataset, args.width, args.epochs = cfg.DATA.DATASET, None, cfg.TRAIN.EPOCHS
-    else:
-        backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
-        data = get_dataset(args.dataset, input_size=(3, 32, 32))
-        cfg = get_cfg()
-        cfg.TRAIN.EPOCHS = args.epochs
+    backbone, data, cfg = benchmark_job(args)
     cfg.TRAINER.ACCELERATOR = args.accelerator
     cfg.FINETUNE.OPTIMIZERS = args.finetune_optimizers
     uncached = cfg.clone()

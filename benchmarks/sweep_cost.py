@@ -20,29 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from typing import Callable
 
 import torch
 from fvcore.common.config import CfgNode
+from protocol_cost import CLOCKS, benchmark_job  # this folder's cost benchmark
 
-from gradfeat_plugin.backbones.bigan import BiGANEncoder
-from gradfeat_plugin.config import dataset_config, get_cfg, load_config
 from gradfeat_plugin.config.protocol_kwargs import run_settings
-from gradfeat_plugin.data import get_dataset
-from gradfeat_plugin.evaluate import load_inputs
 from gradfeat_plugin.protocols.run import _ProtocolRun
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-class _Backbone:
-    def __init__(self, model: torch.nn.Module, split: list[str]) -> None:
-        self.model, self.split = model, split
 
 
 def _timed(
-    name: str, backbone: _Backbone, data, cfg: CfgNode, shared: _ProtocolRun,
+    name: str, backbone: object, data, cfg: CfgNode, shared: _ProtocolRun,
     clock: Callable[[], float],
 ) -> tuple[float, float]:
     """Seconds to train, select and test ``name`` (and the probe it needs) on the
@@ -76,17 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
 
-    torch.manual_seed(0)
-    if args.default_job:
-        cfg = load_config(dataset_config(get_cfg().DATA.DATASET)).clone()
-        cfg.defrost()
-        backbone, data = load_inputs(cfg)
-        args.dataset, args.width, args.epochs = cfg.DATA.DATASET, None, cfg.TRAIN.EPOCHS
-    else:
-        backbone = _Backbone(BiGANEncoder(width=args.width).eval(), ["conv4"])
-        data = get_dataset(args.dataset, input_size=(3, 32, 32), val_fraction=0.1)
-        cfg = get_cfg()
-        cfg.TRAIN.EPOCHS = args.epochs
+    backbone, data, cfg = benchmark_job(args, val_fraction=0.1)
     cfg.TRAINER.ACCELERATOR = "cpu"
     cfg.DATA.CACHE = "memory"
     sweep = cfg.clone()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
 import logging
 import math
@@ -195,12 +196,11 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+@functools.lru_cache(maxsize=None)
 def _malloc_trim() -> Any:
-    if not hasattr(_malloc_trim, "function"):
-        name = ctypes.util.find_library("c")
-        library = ctypes.CDLL(name) if name else None
-        _malloc_trim.function = getattr(library, "malloc_trim", None)  # type: ignore
-    return _malloc_trim.function  # type: ignore[attr-defined]
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
 
 
 def _free_bytes(folder: str) -> int:

@@ -482,6 +482,11 @@ def _map_batches(
             into[start : start + len(output)].copy_(output)
         start += len(outputs[0])
         targets.append(torch.as_tensor(target).cpu())
+        # The batch's activations, freed now, handed back before the next batch:
+        # kept by the allocator, what it keeps would grow with the number of
+        # batches, and so the pass's peak with the dataset.
+        inputs = outputs = output = converted = None  # type: ignore[assignment]
+        release_freed_memory()
     if int(overflow):
         raise _overflow_error(int(overflow), stored[0].dtype)
     cast = compute_dtype if stored and stored[0].dtype != compute_dtype else None

@@ -202,3 +202,35 @@ def test_outputs_that_are_not_one_row_per_image_are_never_stored(digits):
     cfg.DATA.CACHE = "off"
     (gradfeat,) = run_protocols(["gradfeat"], backbone, digits, cfg, progress=False)
     assert gradfeat.status == "ok" and gradfeat.value > 0.1
+
+
+def test_each_batch_of_the_pass_is_freed_and_handed_back_before_the_next(
+    monkeypatch, tmp_path
+):
+    """What a batch of the θ1 pass allocated is neither referenced nor kept by the
+    allocator while the next batch runs, so the pass's peak memory does not grow
+    with the number of batches (the dataset)."""
+    import weakref
+
+    alive: list[weakref.ref] = []
+    events: list[str] = []
+
+    def prefix(images):
+        # Nothing of an earlier batch (its images, its outputs) is still held.
+        assert all(ref() is None for ref in alive), "an earlier batch is still referenced"
+        outputs = (images * 2.0,)
+        alive[:] = [weakref.ref(images), weakref.ref(outputs[0])]
+        events.append("batch")
+        return outputs
+
+    monkeypatch.setattr(_cache, "release_freed_memory", lambda: events.append("release"))
+    images = torch.randn(10, 3, 4, 4)
+    loader = DataLoader(TensorDataset(images, torch.arange(10)), batch_size=3)
+    for where in ("memory", "disk"):
+        events.clear()
+        alive.clear()
+        store = _cache._Store(where, torch.device("cpu"), torch.float32, str(tmp_path))
+        stored = _cache._map_batches(prefix, loader, 10, torch.device("cpu"), store, True)
+        assert torch.equal(stored.inputs[0], images * 2.0)
+        assert events == ["batch", "release"] * 4, where
+        store.close()

@@ -7,9 +7,13 @@
 #     the default rotation model: the gradient term of grad and gradfeat taken through
 #     a random θ2 and/or a random ω under the pretrained θ1, or everything random, with
 #     θ2 one, two and three blocks deep, beside the linear probe and fine-tuning of the
-#     same θ2, three seeds, 10 epochs.
+#     same θ2, three seeds, 10 epochs; each random part drawn both ways
+#     (ABLATION.INIT default: the layer's own initialisation; ntk: the authors' init()).
 #   bash benchmarks/reproduce_embedded.sh [RESULTS_DB] [PARALLEL_JOBS] [PATTERN]
 # PATTERN (a grep -E regex) keeps only the matching runs, e.g. 'zoo:bigan'.
+# Runs are in seed order, seed 0 of everything first. The study can be stopped and
+# started again: a run that finished is listed in RESULTS_DB.done and not run again
+# (delete that file to rerun everything); RESULTS_DB.times keeps each run's seconds.
 # Then regenerate the tables and the plot:
 #   python benchmarks/leaderboard.py --results docs/results.db --update docs/RESULTS.md \
 #       --plot docs/results.png
@@ -42,12 +46,14 @@ runs() {
         # Every split's pretrained row, then its rows with a random part (θ1 θ2 ω).
         echo "--protocol linear grad gradfeat finetune --model zoo:$model --split $split" \
              "--epochs $ablation_epochs --seed $seed"
-        for setting in "random random random" "pretrained random random" \
-                       "pretrained random pretrained" "pretrained pretrained random"; do
-          set -- $setting
-          echo "--protocol grad gradfeat --model zoo:$model --split $split" \
-               "--epochs $ablation_epochs --seed $seed" \
-               "ABLATION.THETA1 $1 ABLATION.THETA2 $2 ABLATION.PROBE $3"
+        for init in default ntk; do
+          for setting in "random random random" "pretrained random random" \
+                         "pretrained random pretrained" "pretrained pretrained random"; do
+            set -- $setting
+            echo "--protocol grad gradfeat --model zoo:$model --split $split" \
+                 "--epochs $ablation_epochs --seed $seed" \
+                 "ABLATION.THETA1 $1 ABLATION.THETA2 $2 ABLATION.PROBE $3 ABLATION.INIT $init"
+          done
         done
       done
     done
@@ -55,5 +61,9 @@ runs() {
 }
 
 export db
-runs | grep -E -- "$pattern" | xargs -P "$jobs" -L 1 sh -c \
-  'OMP_NUM_THREADS=1 python benchmarks/eval.py --dataset mnist5k --results "$db" --no-progress "$@" >/dev/null' sh
+touch "$db.done"
+runs | grep -E -- "$pattern" | grep -v -x -F -f "$db.done" | xargs -P "$jobs" -L 1 sh -c \
+  'start=$(date +%s)
+   OMP_NUM_THREADS=1 python benchmarks/eval.py --dataset mnist5k --results "$db" --no-progress "$@" >/dev/null || { echo "failed: $*" >&2; exit 1; }
+   echo "$(( $(date +%s) - start )) $*" >> "$db.times"
+   echo "$*" >> "$db.done"' sh

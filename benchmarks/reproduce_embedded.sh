@@ -62,7 +62,7 @@ runs() {
 
 export db
 touch "$db.done"
-runs | grep -E -- "$pattern" | grep -v -x -F -f "$db.done" | xargs -P "$jobs" -L 1 sh -c \
+runs | grep -E -- "$pattern" | { grep -v -x -F -f "$db.done" || true; } | xargs -r -P "$jobs" -L 1 sh -c \
   'start=$(date +%s)
    OMP_NUM_THREADS=1 python benchmarks/eval.py --dataset mnist5k --results "$db" --no-progress "$@" >/dev/null || { echo "failed: $*" >&2; exit 1; }
    echo "$(( $(date +%s) - start )) $*" >> "$db.times"

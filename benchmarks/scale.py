@@ -234,6 +234,8 @@ def child(args: argparse.Namespace) -> None:
     # Memory is measured against N training images: none is held out for choices.
     cfg.DATA.VAL_FRACTION = 0.0
     cfg.TRAIN.EPOCHS, cfg.TRAIN.BATCH_SIZE = 1, args.batch_size
+    if args.cache_batch_size:
+        cfg.TRAIN.CACHE_BATCH_SIZE = args.cache_batch_size
     cfg.TRAINER.ACCELERATOR = args.accelerator
     torch.manual_seed(0)  # the same random weights in every run
     backbone, data = load_inputs(cfg)
@@ -269,6 +271,7 @@ def _run_child(args: argparse.Namespace, folder: Path, policy: str) -> dict[str,
         sys.executable, __file__, "--child", "--folder", str(folder), "--policy", policy,
         "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads),
         "--workers", str(args.workers), "--batch-size", str(args.batch_size),
+        "--cache-batch-size", str(args.cache_batch_size),
         "--accelerator", args.accelerator, "--cache-dir", args.cache_dir,
     ]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -335,6 +338,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         choices=POLICIES)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cache-batch-size", type=int, default=0,
+                        help="TRAIN.CACHE_BATCH_SIZE, images per batch of the θ1 pass "
+                        "(0: the config's default)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1)))
     parser.add_argument("--workers", type=int, default=-1, help="DATA.NUM_WORKERS")
     parser.add_argument("--accelerator", default="cpu")

@@ -158,7 +158,7 @@ class GradfeatClassifier(ProtocolClassifier):
         random_theta2: bool = False,
         random_probe: bool = False,
         random_init: str = "default",
-        cache_batch_size: int = 256,
+        cache_batch_size: int = 64,
         **kwargs: Any,
     ) -> None:
         if random_init not in INITS:

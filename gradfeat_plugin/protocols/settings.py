@@ -132,7 +132,7 @@ class RunSettings:
     augment: bool = False
     num_workers: int = -1
     cache: CachePolicy = field(default_factory=CachePolicy)
-    cache_batch_size: int = 256
+    cache_batch_size: int = 64
 
     def trainer_of(self, name: str) -> TrainerSettings:
         """The Trainer settings of protocol ``name``: ``trainer`` with its own

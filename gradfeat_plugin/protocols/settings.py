@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import lightning_utilities.core.rank_zero as rank_zero
 from pytorch_lightning import Trainer
 
-from ._cache import CachePolicy
+from ._cache import CachePolicy, ReleaseFreedMemory
 
 #: Lightning's loggers, in the standalone packages and in the unified ``lightning``.
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
@@ -45,7 +45,8 @@ class TrainerSettings:
 def build_trainer(
     settings: TrainerSettings, progress: bool = True, **overrides: Any
 ) -> Trainer:
-    """A quiet Lightning Trainer (no logger, no checkpoints, no sanity check).
+    """A quiet Lightning Trainer (no logger, no checkpoints, no sanity check) that
+    hands freed memory back between training steps (:class:`ReleaseFreedMemory`).
 
     Args:
         settings: Epochs, devices, strategy and precision.
@@ -66,6 +67,7 @@ def build_trainer(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
+        callbacks=[ReleaseFreedMemory(), *overrides.pop("callbacks", [])],
         **overrides,
     )
 

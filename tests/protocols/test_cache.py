@@ -234,3 +234,28 @@ def test_each_batch_of_the_pass_is_freed_and_handed_back_before_the_next(
         assert torch.equal(stored.inputs[0], images * 2.0)
         assert events == ["batch", "release"] * 4, where
         store.close()
+
+
+def test_training_hands_freed_memory_back_at_most_once_an_interval(monkeypatch):
+    """Slow steps release after each step; fast ones about once an interval; every
+    protocol's Trainer does it."""
+    from gradfeat_plugin.protocols.settings import TrainerSettings, build_trainer
+
+    released: list[float] = []
+    clock = iter([0.0, 0.4, 0.9, 1.1, 1.1, 1.5, 2.0, 2.1, 5.0, 5.0])
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] = next(clock)
+        return now[0]
+
+    monkeypatch.setattr(_cache.time, "monotonic", tick)
+    monkeypatch.setattr(_cache, "release_freed_memory", lambda: released.append(now[0]))
+    callback = _cache.ReleaseFreedMemory(interval=1.0)  # started at 0.0
+    for _ in range(6):
+        callback.on_train_batch_end(None, None, None, None, 0)
+    # Steps end at 0.4, 0.9, 1.1 (release, restarted at 1.1), 1.5, 2.0, 2.1 (release).
+    assert released == [1.1, 2.1]
+    monkeypatch.undo()
+    trainer = build_trainer(TrainerSettings(epochs=1, accelerator="cpu"), progress=False)
+    assert any(isinstance(c, _cache.ReleaseFreedMemory) for c in trainer.callbacks)

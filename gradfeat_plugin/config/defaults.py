@@ -95,8 +95,8 @@ _C.TRAIN.STANDARDIZE_FEATURES = True
 _C.TRAIN.CACHE_FEATURES = True
 # Batch size of the one pass that computes and stores θ1's outputs. Its activations
 # are the run's largest transient (at 224 px a ResNet's stem output alone is 3.2 MB
-# per image), so it is no larger than a training batch; on CPU a batch of 64 also ran
-# the pass 1.5x faster than 256 (benchmarks/scale.py).
+# per image), so it is the default training batch rather than larger; on CPU a batch
+# of 64 also ran the pass 1.5x faster than 256 (benchmarks/scale.py).
 _C.TRAIN.CACHE_BATCH_SIZE = 64
 # Validate every N epochs; 0 validates once, after the last epoch.
 _C.TRAIN.VAL_EVERY_N_EPOCHS = 0

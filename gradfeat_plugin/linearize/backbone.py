@@ -375,16 +375,17 @@ def joint_features_from_prefix(
     """Each backbone's ``features_from_prefix(boundary)``, sharing one primal pass.
 
     The backbones are linearisations of the same network at the same point (same
-    suffix and θ2 values; :func:`check_shared_expansion` says whether they are) and
-    differ only in their tangents w2 and standardisation. The JVP is linear in
+    suffix and θ2 values, and the same activation suffix when a re-initialised θ2
+    takes the gradient term; :func:`check_shared_expansion` says whether they are)
+    and differ only in their tangents w2 and standardisation. The JVP is linear in
     w2: the ``dual`` engine computes θ2's convolutions and linear layers once and
     only the tangent terms per set; the ``func`` engines stack the tangents and run
     once under ``torch.func.vmap``. Either way the backward of a sum of the sets'
     losses gives each w2 its own gradient. Other engines (``reverse``) run once
-    per set.
+    per set. The pretrained activations of an ablated θ2 are computed once.
 
     Args:
-        backbones: Linearised backbones without an activation model or suffix.
+        backbones: Linearised backbones without an activation model.
         boundary: θ1's outputs, as :meth:`LinearizedBackbone.forward_prefix` gives.
     """
     first = backbones[0]
@@ -393,26 +394,42 @@ def joint_features_from_prefix(
     sets = [b._engine_tangents() for b in backbones]
     if first.engine in SET_ENGINES:
         f, jvps = SET_ENGINES[first.engine](first.suffix, inputs, primals, sets)
-        return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
-    if first.engine not in VMAP_ENGINES or len(backbones) == 1:
+    elif first.engine not in VMAP_ENGINES or len(backbones) == 1:
         return [b.features_from_prefix(boundary) for b in backbones]
-    stacked = {n: torch.stack([t[n] for t in sets]) for n in sets[0]}
+    else:
+        stacked = {n: torch.stack([t[n] for t in sets]) for n in sets[0]}
 
-    def one(tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return first._engine(first.suffix, inputs, primals, tangents)
+        def one(tangents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return first._engine(first.suffix, inputs, primals, tangents)
 
-    f, jvps = vmap(one, out_dims=(None, 0))(stacked)
+        f, jvps = vmap(one, out_dims=(None, 0))(stacked)
+    if first.activation_suffix is not None:
+        with torch.no_grad():
+            f = first.activation_suffix(*inputs)
     return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
+
+
+def _equal_modules(a: nn.Module | None, b: nn.Module | None) -> bool:
+    """Both absent, or the same entries with equal values."""
+    if a is None or b is None:
+        return a is b
+    ours, theirs = a.state_dict(), b.state_dict()
+    return ours.keys() == theirs.keys() and all(
+        torch.equal(ours[k], theirs[k]) for k in ours
+    )
 
 
 def check_shared_expansion(backbones: Sequence[LinearizedBackbone]) -> bool:
     """Whether :func:`joint_features_from_prefix` can serve these backbones: the
-    same engine, no activation model, and θ2 (and its NTK scales) equal."""
+    same engine, no activation model, θ2 (and its NTK scales) equal, and equal
+    activation suffixes (an ablated θ2 drawn with the same seed) or none."""
     first = backbones[0]
     for other in backbones:
         if other.engine != first.engine:
             return False
-        if other.activation_model is not None or other.activation_suffix is not None:
+        if other.activation_model is not None:
+            return False
+        if not _equal_modules(other.activation_suffix, first.activation_suffix):
             return False
         if other._tangent_names != first._tangent_names or other._scales != first._scales:
             return False

@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from gradfeat_plugin.linearize import linearize
-from gradfeat_plugin.linearize.backbone import joint_features_from_prefix
+from gradfeat_plugin.linearize.backbone import check_shared_expansion, joint_features_from_prefix
 from gradfeat_plugin.zoo.archs import SmallResNet
 from gradfeat_plugin.protocols import GradClassifier, run_protocols
+from gradfeat_plugin.protocols._models import linearized_from
 
 from .conftest import Splits, make_cfg, make_splits
 
@@ -108,3 +109,41 @@ def test_multilabel_members_report_their_own_map(backbone):
     for shared, single in zip(joint, alone):
         assert shared.metric == "val_map" and shared.extra["trained_with"]
         assert shared.value == pytest.approx(single.value, abs=TOLERANCE)
+
+
+def test_an_ablated_theta2_shares_the_pass_with_the_numbers_of_separate_runs(backbone, digits):
+    """Table 1's random-θ2 rows: both members take the gradient term through the
+    same re-initialised θ2 (one seed) and read the pretrained activations."""
+    cfg = make_cfg(epochs=2)
+    cfg.ABLATION.THETA2 = "random"
+    joint = run_protocols(["grad", "gradfeat"], backbone, digits, cfg, progress=False)
+    alone = [run_protocols([n], backbone, digits, cfg, progress=False)[0] for n in ("grad", "gradfeat")]
+    assert joint[0].extra["trained_with"] == ["gradfeat"]
+    for shared, single in zip(joint, alone):
+        assert shared.status == single.status == "ok"
+        assert shared.value == pytest.approx(single.value, abs=TOLERANCE)
+        assert shared.extra["val_loss"] == pytest.approx(single.extra["val_loss"], abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("engine", ["dual", "func"])
+def test_shared_features_of_an_ablated_theta2_are_the_pretrained_activations(backbone, engine):
+    model, split = backbone.model, ["conv4"]
+    lins = [linearized_from(model, split, engine=engine, random_theta2=True, seed=3)
+            for _ in range(2)]
+    plain = linearize(model, split, engine=engine)
+    other_seed = linearized_from(model, split, engine=engine, random_theta2=True, seed=4)
+    assert check_shared_expansion(lins)
+    assert not check_shared_expansion([lins[0], plain])
+    assert not check_shared_expansion([lins[0], other_seed])
+    for lin, scale in zip(lins, (1.0, -3.0)):
+        for t in lin.tangents:
+            t.data = scale * torch.randn_like(t)
+    boundary = lins[0].forward_prefix(torch.randn(6, 3, 16, 16))
+    shared = joint_features_from_prefix(lins, boundary)
+    with torch.no_grad():
+        pretrained_f = plain.features_from_prefix(boundary)[0]
+    for lin, (f_s, j_s) in zip(lins, shared):
+        f_o, j_o = lin.features_from_prefix(boundary)
+        assert torch.allclose(f_s, pretrained_f, atol=1e-6)
+        assert torch.allclose(f_s, f_o, atol=1e-6) and torch.allclose(j_s, j_o, atol=1e-5)
+        assert j_s.abs().max() > 1e-3

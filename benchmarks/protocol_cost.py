@@ -6,10 +6,13 @@ once and shares them, and ``finetune`` alone caches them too. Runs are interleav
 pairs is reported. A third column times ``finetune`` without the θ1 cache, the
 conventional way of fine-tuning the top block. With ``--baseline`` a fourth times
 ``all`` the way it ran before the shared pass: grad and gradfeat trained one after
-the other with the ``func`` JVP engine.
+the other with the ``func`` JVP engine. With ``--flops`` one more, untimed run of
+each counts its floating-point operations (``torch.utils.flop_counter``: every
+convolution, matmul and their backward, the JVP's tangent convolutions included),
+so that the time ratio can be read against the ratio of the work.
 
     python benchmarks/protocol_cost.py --width 32 --epochs 5 --repeats 3
-    python benchmarks/protocol_cost.py --default-job --repeats 2
+    python benchmarks/protocol_cost.py --default-job --repeats 2 --flops
 
 ``--default-job`` times the README's default job instead: ``benchmarks/eval.py``'s
 defaults (``zoo:rotation_mnist5k`` on ``mnist5k`` with its dataset config, 30 epochs),
@@ -26,6 +29,7 @@ from typing import Callable
 
 import torch
 from fvcore.common.config import CfgNode
+from torch.utils.flop_counter import FlopCounterMode
 
 from gradfeat_plugin.backbones.bigan import BiGANEncoder
 from gradfeat_plugin.config import dataset_config, get_cfg, load_config
@@ -56,6 +60,16 @@ def _timed(
     finally:
         protocol_run.JOINT_PROTOCOLS = joint_protocols
     return seconds, {r.protocol: round(r.value, 4) for r in results}
+
+
+def counted_flops(
+    names: list[str], backbone: _Backbone, data: DatasetSplits, cfg: CfgNode
+) -> int:
+    """Floating-point operations of one run of ``names`` (the θ1 pass included)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run_protocols(names, backbone, data, cfg, progress=False)
+    return int(counter.get_total_flops())
 
 
 def benchmark_job(
@@ -92,6 +106,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or the process's CPU time (steadier on a shared "
                         "CPU; use it with one thread)")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of all and finetune (untimed runs)")
     parser.add_argument("--default-job", action="store_true",
                         help="time eval.py's default job (ignores --width, --dataset, "
                         "--epochs)")
@@ -145,6 +161,11 @@ def main() -> None:
         report["ratio_all_before_vs_finetune"] = round(statistics.median(ratios_before), 3)
         report["ratio_before_range"] = [round(min(ratios_before), 3), round(max(ratios_before), 3)]
         report["scores_before"] = scores_before
+    if args.flops:
+        flops_all = counted_flops(ALL_TRAINED, backbone, data, cfg)
+        flops_ft = counted_flops(["finetune"], backbone, data, cfg)
+        report["gflops"] = {"all": round(flops_all / 1e9, 1), "finetune": round(flops_ft / 1e9, 1)}
+        report["flop_ratio_all_vs_finetune"] = round(flops_all / flops_ft, 3)
     print(json.dumps(report, indent=2))
 
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from gradfeat_plugin.protocols import FinetuneClassifier, run_protocols
+from gradfeat_plugin.protocols import run as run_module
+from gradfeat_plugin.protocols.run import below_within_noise
 
 from .conftest import make_cfg
 
@@ -70,6 +72,12 @@ def test_a_finetune_run_below_its_start_is_failed(monkeypatch, backbone, digits)
     assert linear.status == "ok" and linear.value > 0.6
     assert (finetune.status, finetune.value) == ("failed", None)
     assert "ends below the linear probe it started from" in finetune.reason
+    # No validation split: both were scored on the test split, whose size sets the noise.
+    assert f"%, {len(digits.test)} images)" in finetune.reason
+    # A drop the noise of the split explains keeps the run.
+    monkeypatch.setattr(run_module, "below_within_noise", lambda start, value, n: True)
+    (_, kept) = run_protocols(["linear", "finetune"], backbone, digits, cfg, progress=False)
+    assert kept.status == "ok" and kept.value < linear.value
     cfg.FINETUNE.HEAD_INIT = "random"  # no start to fall below: a number, footnoted
     (finetune,) = run_protocols(["finetune"], backbone, digits, cfg, progress=False)
     assert finetune.status == "ok" and finetune.value < linear.value
@@ -114,3 +122,18 @@ def test_a_zero_head_starts_at_zero_and_a_random_one_does_not(backbone, head_ini
 def test_an_unknown_head_start_is_refused(backbone):
     with pytest.raises(ValueError, match="head_init must be one of random, zero, probe"):
         FinetuneClassifier(backbone.model, 16, num_classes=10, head_init="ones")
+
+
+@pytest.mark.parametrize(
+    ("start", "value", "images", "within"),
+    [
+        (1.0, 0.9, 10, True),  # one of 10 validation images: margin 19 %
+        (1.0, 0.7, 10, False),  # margin 29 %
+        (0.95, 0.92, 400, True),  # margin 3.5 %
+        (0.95, 0.9, 400, False),  # margin 3.7 %
+        (0.9, 0.9, 0, True),  # not below at all
+        (0.9, 0.89, 0, False),  # nothing scored: no noise to excuse it
+    ],
+)
+def test_a_drop_is_excused_only_within_two_standard_errors(start, value, images, within):
+    assert below_within_noise(start, value, images) is within

@@ -36,6 +36,7 @@ SPLIT_KEY = "MODEL.SPLIT"
 INPUT_KEY = "MODEL.INPUT_SIZE"
 WEIGHTS_KEY = "MODEL.WEIGHTS"
 FRACTION_KEY = "DATA.LABEL_FRACTION"
+INIT_KEY = "ABLATION.INIT"
 #: The Table 1 settings of (θ1, θ2, ω) in the paper's order.
 ABLATION_ORDER = tuple(
     (t1, t2, w)
@@ -300,26 +301,43 @@ def _without_ablation(setting: Mapping[str, str]) -> dict[str, str]:
 
 def _group_rows(rows: Sequence[Row], defaults: Defaults) -> list[AblationGroup]:
     """Table 1 groups: started by ablation rows, joined by the pretrained rows of
-    the same setting."""
+    the same setting.
+
+    A row with a random part joins the first group it fits. A row without one
+    draws nothing at random, so how random parts are drawn (``ABLATION.INIT``)
+    cannot change it: it joins every group it fits (the tables of both
+    initialisations show it), and starts one when it fits none and is an
+    ablation itself (another θ2 depth)."""
     groups: list[AblationGroup] = []
     gradient = [r for r in rows if {"grad", "gradfeat"} & set(r.own)]
-    ablations = [r for r in gradient if is_ablation(r, defaults)]
-    others = [r for r in gradient if not is_ablation(r, defaults)]
-    for row in ablations + others:
-        slot = (tuple(row.split), row.ablation)
-        setting = _without_ablation(row.setting)
-        group = next((
-            g for g in groups if g.first.base == row.base and slot not in g.rows
-            and g.first.value(WEIGHTS_KEY) == row.value(WEIGHTS_KEY)
-            and compatible(g.setting, setting)
-        ), None)
-        if group is None:
-            if any(row is r for r in others):
-                continue
-            group = AblationGroup()
-            groups.append(group)
+    drawn = [r for r in gradient if "random" in r.ablation]
+    pretrained = [r for r in gradient if "random" not in r.ablation]
+
+    def fits(group: AblationGroup, row: Row, slot: tuple, setting: dict) -> bool:
+        return (group.first.base == row.base and slot not in group.rows
+                and group.first.value(WEIGHTS_KEY) == row.value(WEIGHTS_KEY)
+                and compatible(group.setting, setting))
+
+    def add(group: AblationGroup, row: Row, slot: tuple, setting: dict) -> None:
         group.rows[slot] = row
         group.setting = {**setting, **group.setting}
+
+    for row in drawn:
+        slot, setting = (tuple(row.split), row.ablation), _without_ablation(row.setting)
+        group = next((g for g in groups if fits(g, row, slot, setting)), None)
+        if group is None:
+            group = AblationGroup()
+            groups.append(group)
+        add(group, row, slot, setting)
+    for row in pretrained:
+        slot, setting = (tuple(row.split), row.ablation), _without_ablation(row.setting)
+        setting.pop(INIT_KEY, None)
+        joined = [g for g in groups if fits(g, row, slot, setting)]
+        if not joined and is_ablation(row, defaults):
+            joined = [AblationGroup()]
+            groups.append(joined[0])
+        for group in joined:
+            add(group, row, slot, setting)
     return groups
 
 

@@ -274,3 +274,26 @@ def test_compact_view_ends_with_the_other_settings():
     assert html_text.count('<table class="gradfeat-leaderboard">') == 3
     assert "<caption>Other settings: in %, mean ± std over seeds</caption>" in html_text
     assert "<th>gradfeat (default)</th>" in html_text
+
+
+def test_both_initialisations_of_table_1_show_the_pretrained_row():
+    """The pretrained row draws nothing at random: ABLATION.INIT cannot change it,
+    so the table of each initialisation shows it, at every θ2 depth."""
+    records = study()
+    for split, shift in (["layer3"], 0.0), (["layer2", "layer3"], 0.02):
+        records += make_run({"grad": 0.82 + shift, "gradfeat": 0.83 + shift},
+                            split=",".join(split),
+                            weights="pretrained; θ1=pretrained θ2=random ω=pretrained",
+                            config=make_config(TRAIN__EPOCHS=10, MODEL__SPLIT=split,
+                                               ABLATION__THETA2="random",
+                                               ABLATION__INIT="ntk"))
+    tables = leaderboard(records).ablations
+    texts = [render(t, "md") for t in tables]
+    assert len(texts) == 2 and "ABLATION.INIT = ntk" in texts[1]
+    assert "ABLATION.INIT" not in texts[0]
+    pretrained = "| pretrained | pretrained | pretrained | 83.00 | 85.00 | 85.00 | 87.00 |"
+    assert [pretrained in md_rows(text) for text in texts] == [True, True]
+    assert "| pretrained | random | pretrained | 82.00 | 83.00 | 84.00 | 85.00 |" in (
+        md_rows(texts[1]))
+    # Every run still counts once in the full table.
+    assert len(md_rows(render_leaderboard(leaderboard(records), "md", view="full"))) == 11

@@ -13,8 +13,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..config import get_cfg
-from .leaderboard import PROTOCOL_ORDER, Cell, Table, leaderboard_table
-from .setting import setting_notes, setting_of_config
+from .leaderboard import PROTOCOL_ORDER, THETA2_COLUMN, Cell, Table, leaderboard_table
+from .setting import IMPLIED_VALUES, setting_notes, setting_of_config
 
 #: Written into the image's metadata; ``leaderboard.py --plot`` replaces only files
 #: that carry it.
@@ -141,14 +141,18 @@ def table_rows(table: Table, ignore: frozenset[str] = frozenset()) -> list[Row]:
     """The table's rows in its order, each with a short label that tells it apart
     from the other rows of its model and dataset; config keys in ``ignore`` are left
     out of that label (a figure shows them otherwise)."""
-    by_row: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    by_row: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for record in table.records:
         metric = str(record["metric"]).replace("_knn_", "_")
-        by_row.setdefault((record["label"], record["dataset"], metric), record)
+        by_row.setdefault((record["label"], record["dataset"], metric), []).append(record)
     rows = []
     for cells in table.rows:
         named = dict(zip(table.columns, cells))
-        record = by_row[(named["model"], named["dataset"], named["metric"])]
+        found = by_row[(named["model"], named["dataset"], named["metric"])]
+        # A row may show a cell of runs at another θ2 depth (the linear probe
+        # they share): its setting is that of a run at its own θ2.
+        split = str(named.get(THETA2_COLUMN) or "").replace(", ", ",")
+        record = next((r for r in found if str(r.get("split") or "") == split), found[0])
         rows.append(Row(record, str(named["model"]),
                         {p: named[p] for p in table.protocols}))
     settings: dict[tuple[str, str], set] = {}
@@ -198,7 +202,10 @@ def _is_default(note: str, setting: Mapping[str, str]) -> bool:
             return False
         node = node[part]
     default = json.dumps(node, sort_keys=True, default=str)
-    return key in setting and setting[key] == default
+    if key in setting:
+        return setting[key] == default
+    implied = IMPLIED_VALUES.get(key, ...)
+    return implied is not ... and json.dumps(implied, sort_keys=True, default=str) == default
 
 
 def _short_note(note: str) -> str:

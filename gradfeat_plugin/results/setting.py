@@ -123,6 +123,15 @@ def _shown(value: str) -> str:
     return str(parsed)
 
 
+def _noted_value(key: str, values: Mapping[str, str]) -> str:
+    """A key's value in a note: its own, the value a config without the key had
+    (:data:`IMPLIED_VALUES`), else ``unset``."""
+    if key in values:
+        return _shown(values[key])
+    implied = IMPLIED_VALUES.get(key, ...)
+    return "unset" if implied is ... else _shown(json.dumps(implied))
+
+
 def setting_notes(settings: Sequence[Setting]) -> dict[Setting, list[str]]:
     """For settings that share a model and dataset, the ``KEY=value`` notes that tell
     each apart (keys the label shows otherwise left out). Results stored without a
@@ -143,10 +152,7 @@ def setting_notes(settings: Sequence[Setting]) -> dict[Setting, list[str]]:
         if not values:
             notes[setting] = ["no config"] if len(settings) > 1 else []
             continue
-        shown = [
-            f"{key}={_shown(values[key]) if key in values else 'unset'}"
-            for key in differing
-        ]
+        shown = [f"{key}={_noted_value(key, values)}" for key in differing]
         if len(shown) > MAX_LABEL_KEYS:
             rest = len(shown) - MAX_LABEL_KEYS + 1
             shown = shown[: MAX_LABEL_KEYS - 1] + [f"+{rest} more"]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from gradfeat_plugin.config import get_cfg
 from gradfeat_plugin.results import ResultsStore, leaderboard_table
-from gradfeat_plugin.results._figure import wrap_label, wrap_words
+from gradfeat_plugin.results._figure import table_of, table_rows, wrap_label, wrap_words
 from gradfeat_plugin.results.cli import leaderboard_main
 from gradfeat_plugin.results.plot import (
     PLOT_MARKER,
@@ -27,7 +27,7 @@ from gradfeat_plugin.results.plot import (
     plot_leaderboard,
 )
 
-from .records import make_run
+from .records import make_config, make_run, study
 
 ALL = dict(linear=0.80, grad=0.86, gradfeat=0.88, finetune=0.90, knn=0.70)
 ROTATION = "zoo:rotation_mnist5k"
@@ -411,3 +411,27 @@ def test_plot_option_writes_each_figure_beside_the_bars(store, tmp_path, capsys)
     assert leaderboard_main(argv) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "board.png", "board_ablation.png", "board_label_fraction.png"]
+
+
+def test_each_bar_group_is_labelled_by_its_own_theta2_and_the_ablation_init():
+    """The 10-epoch row at layer3 shows the linear probe it shares with the run at
+    layer2, layer3 (the later record of that cell): its label still says layer3.
+    A config without ABLATION.INIT had the default initialisation: unlabelled,
+    while the ntk rows say so."""
+    records = study()
+    records += make_run({"grad": 0.82, "gradfeat": 0.83}, split="layer3",
+                        weights="pretrained; θ1=pretrained θ2=random ω=pretrained",
+                        config=make_config(TRAIN__EPOCHS=10, MODEL__SPLIT=["layer3"],
+                                           ABLATION__THETA2="random",
+                                           ABLATION__INIT="ntk"))
+    rows = table_rows(table_of(records))
+    assert [(row.short, row.split) for row in rows] == [
+        ("split layer3, 30 epochs", "layer3"),
+        ("split layer3, 10 % labels, 30 epochs", "layer3"),
+        ("split layer3", "layer3"),
+        ("θ2 random, split layer3", "layer3"),
+        ("θ1,θ2,ω random, split layer3", "layer3"),
+        ("split layer2,layer3", "layer2,layer3"),
+        ("θ2 random, split layer2,layer3", "layer2,layer3"),
+        ("θ2 random, split layer3, ABLATION.INIT=ntk", "layer3"),
+    ]

@@ -9,6 +9,7 @@ from gradfeat_plugin.results.setting import (
     UNSET,
     protocol_setting,
     resolved_setting,
+    setting_notes,
     setting_of_config,
     setting_words,
 )
@@ -114,3 +115,16 @@ def test_a_record_is_resolved_by_what_it_ran_with():
 ])
 def test_setting_words(key, value, words):
     assert setting_words(key, value) == words
+
+
+def test_a_note_names_the_value_a_config_without_the_key_had():
+    """A stored config drops a key at its implied value (ABLATION.INIT default,
+    DATA.VAL_FRACTION 0 before the validation split); a note says that value."""
+    ntk = (("ABLATION.INIT", '"ntk"'), ("DATA.VAL_FRACTION", "0.1"), ("TRAIN.LR", "0.1"))
+    older = (("TRAIN.LR", "0.1"),)
+    notes = setting_notes([ntk, older])
+    assert notes[ntk] == ["ABLATION.INIT=ntk", "DATA.VAL_FRACTION=0.1"]
+    assert notes[older] == ["ABLATION.INIT=default", "DATA.VAL_FRACTION=0.0"]
+    lr = (("TRAIN.LR", "0.01"),)
+    assert setting_notes([older, (("TRAIN.OPTIMIZER", '"sgd"'),) + lr])[older] == [
+        "TRAIN.LR=0.1", "TRAIN.OPTIMIZER=unset"]

@@ -385,12 +385,12 @@ def joint_features_from_prefix(
     per set. The pretrained activations of an ablated θ2 are computed once.
 
     Args:
-        backbones: Linearised backbones without an activation model.
+        backbones: The linearised backbones.
         boundary: θ1's outputs, as :meth:`LinearizedBackbone.forward_prefix` gives.
     """
     first = backbones[0]
     primals = dict(first._theta2)
-    inputs = first._codec.decode(boundary)
+    inputs = first._suffix_inputs(boundary)
     sets = [b._engine_tangents() for b in backbones]
     if first.engine in SET_ENGINES:
         f, jvps = SET_ENGINES[first.engine](first.suffix, inputs, primals, sets)
@@ -403,13 +403,15 @@ def joint_features_from_prefix(
             return first._engine(first.suffix, inputs, primals, tangents)
 
         f, jvps = vmap(one, out_dims=(None, 0))(stacked)
-    if first.activation_suffix is not None:
+    if first.activation_model is not None:
+        f = boundary[-1]
+    elif first.activation_suffix is not None:
         with torch.no_grad():
             f = first.activation_suffix(*inputs)
     return [b._standardized(f, jvp) for b, jvp in zip(backbones, jvps)]
 
 
-def _equal_modules(a: nn.Module | None, b: nn.Module | None) -> bool:
+def equal_modules(a: nn.Module | None, b: nn.Module | None) -> bool:
     """Both absent, or the same entries with equal values."""
     if a is None or b is None:
         return a is b
@@ -421,15 +423,16 @@ def _equal_modules(a: nn.Module | None, b: nn.Module | None) -> bool:
 
 def check_shared_expansion(backbones: Sequence[LinearizedBackbone]) -> bool:
     """Whether :func:`joint_features_from_prefix` can serve these backbones: the
-    same engine, no activation model, θ2 (and its NTK scales) equal, and equal
-    activation suffixes (an ablated θ2 drawn with the same seed) or none."""
+    same engine, θ2 (and its NTK scales) equal, and equal activation suffixes (an
+    ablated θ2 drawn with the same seed) and activation models (an ablated θ1; the
+    boundary then carries its features), or none."""
     first = backbones[0]
     for other in backbones:
         if other.engine != first.engine:
             return False
-        if other.activation_model is not None:
+        if not equal_modules(other.activation_model, first.activation_model):
             return False
-        if not _equal_modules(other.activation_suffix, first.activation_suffix):
+        if not equal_modules(other.activation_suffix, first.activation_suffix):
             return False
         if other._tangent_names != first._tangent_names or other._scales != first._scales:
             return False

@@ -214,12 +214,6 @@ class GradfeatClassifier(ProtocolClassifier):
         arguments.update(split=list(backbone.split), feature_dim=backbone.num_features)
         self.save_arguments(arguments, "kwargs", "probe")
 
-    @classmethod
-    def can_cache(cls, **kwargs: Any) -> bool:
-        """The run's stored θ1 outputs are the pretrained network's: they serve
-        unless the ablation re-initialises θ1."""
-        return not kwargs.get("random_theta1", False)
-
     @torch.no_grad()
     def set_probe(self, weight: Tensor, bias: Tensor | None = None) -> None:
         """Install the trained probe: ω̄ (frozen), ``w1``/``b`` from it, ``w2`` at 0.

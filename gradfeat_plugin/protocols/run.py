@@ -20,8 +20,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config.protocol_kwargs import run_settings
 from ..errors import GradfeatError, ProtocolFailed, lightning_interrupts
-from ..linearize import FeatureStandardization, linearize, resolve_split
+from ..linearize import (
+    FeatureStandardization,
+    LinearizedBackbone,
+    linearize,
+    resolve_split,
+)
+from ..linearize.backbone import equal_modules
 from ._base import check_task
+from ._models import linearized_from
 from ._cache import (
     ITERABLE_LEN_WARNING,
     CachedInputs,
@@ -168,6 +175,8 @@ class _ProtocolRun:
         self.policy = settings.cache
         self.use_cache = self.policy.mode != "off" and not settings.augment
         self.frozen: FrozenOutputs | None = None
+        #: θ1 outputs of re-initialised θ1s (the Table 1 ablation), by (split, seed).
+        self.ablated: dict[tuple[tuple[str, ...], int], FrozenOutputs] = {}
         self.cached: dict[str, bool] = {}
         # Under DDP each process stores θ1's outputs of its own shard only.
         self.rank, self.world_size = 0, 1
@@ -199,8 +208,10 @@ class _ProtocolRun:
             self._shards[id(dataset)] = Subset(dataset, index.tolist())
         return self._shards[id(dataset)]
 
-    def _stored(self, kind: str, dataset: Dataset, device: torch.device) -> CachedInputs:
-        frozen = self._frozen_outputs(device)
+    def _stored(
+        self, kind: str, dataset: Dataset, device: torch.device, name: str | None = None
+    ) -> CachedInputs:
+        frozen = self._frozen_outputs(device, name)
         if kind == "boundary" or self.world_size == 1:
             return frozen.get(kind, self._shard(dataset))
         # Pooled features are small: computed for all items (the statistics need
@@ -209,16 +220,16 @@ class _ProtocolRun:
         return features.subset(self._shard_index(len(features)))
 
     def _datasets(
-        self, cls: type, cached: bool, device: torch.device, split: str = "train"
+        self, name: str, cached: bool, device: torch.device, split: str = "train"
     ) -> Dataset:
         """The ``train``, ``val`` (the test split when there is none) or ``test``
-        split, as images or as the stored inputs ``cls`` reads."""
+        split, as images or as the stored inputs protocol ``name`` reads."""
         dataset = getattr(self.data, split, None)
         if dataset is None:  # no validation split: choices are made on the test split
             dataset = self.data.test
         if not cached:
             return dataset
-        return self._stored(cls.cache, dataset, device)
+        return self._stored(get_protocol_class(name).cache, dataset, device, name)
 
     @property
     def has_validation(self) -> bool:
@@ -243,11 +254,38 @@ class _ProtocolRun:
             return False
         splits = [self.data.train, getattr(self.data, "val", None), self.data.test]
         datasets = [self._shard(d) for d in splits if d is not None]
-        mode = self._frozen_outputs(device).plan(datasets)
+        mode = self._frozen_outputs(device, name).plan(datasets)
         return cls.cache == "features" or mode != "off"
 
-    def _frozen_outputs(self, device: torch.device) -> FrozenOutputs:
-        """The run's store of θ1 outputs and pooled features (built on first use)."""
+    def _random_theta1(self, name: str) -> tuple[tuple[str, ...], int] | None:
+        """``(split, seed)`` of the re-initialised θ1 protocol ``name`` takes its
+        gradient term through (the Table 1 ablation); ``None`` when it reads the
+        pretrained θ1, as every other protocol does."""
+        kwargs = self._kwargs(name)
+        if not (
+            issubclass(get_protocol_class(name), GradfeatClassifier)
+            and kwargs.get("random_theta1")
+        ):
+            return None
+        seed = kwargs.get("seed")
+        return tuple(self.split), int(self.settings.seed if seed is None else seed)
+
+    def _frozen_outputs(self, device: torch.device, name: str | None = None) -> FrozenOutputs:
+        """The store of θ1 outputs and pooled features that protocol ``name`` reads
+        (built on first use): the run's, or one per re-initialised θ1, whose
+        outputs carry the pretrained network's features beside them."""
+        theta1 = None if name is None else self._random_theta1(name)
+        if theta1 is not None:
+            if theta1 not in self.ablated:
+                kwargs = self._kwargs(name)
+                self.ablated[theta1] = self._store_of(linearized_from(
+                    self.backbone.model, list(theta1[0]),
+                    fold_bn=kwargs.get("fold_bn", self.settings.fold_bn),
+                    ntk=kwargs.get("ntk", self.settings.ntk),
+                    engine=kwargs.get("engine", self.settings.engine),
+                    random_theta1=True, seed=theta1[1],
+                ), device)
+            return self.ablated[theta1]
         if self.frozen is None:
             linearized = linearize(
                 self.backbone.model,
@@ -257,20 +295,24 @@ class _ProtocolRun:
                 engine=self.settings.engine,
                 input_size=getattr(self.backbone, "input_size", None),
             )
-            self.frozen = FrozenOutputs(
-                linearized,
-                self.settings.cache_batch_size,
-                default_num_workers(self.settings.num_workers, self.settings.augment),
-                device,
-                progress=self.progress,
-                policy=self.policy,
-            )
+            self.frozen = self._store_of(linearized, device)
         return self.frozen
+
+    def _store_of(self, linearized: LinearizedBackbone, device: torch.device) -> FrozenOutputs:
+        return FrozenOutputs(
+            linearized,
+            self.settings.cache_batch_size,
+            default_num_workers(self.settings.num_workers, self.settings.augment),
+            device,
+            progress=self.progress,
+            policy=self.policy,
+        )
 
     def close(self) -> None:
         """Drop the stored outputs and remove any memory-mapped files."""
-        if self.frozen is not None:
-            self.frozen.close()
+        for frozen in [self.frozen, *self.ablated.values()]:
+            if frozen is not None:
+                frozen.close()
 
     def feature_statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the pooled features over the training set (computed once)."""
@@ -333,6 +375,16 @@ class _ProtocolRun:
         if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             given = {k: v for k, v in given.items() if k in accepted}
         module = cls(**given, **kwargs)
+        theta1 = self._random_theta1(name)
+        if cached and theta1 is not None:
+            stored, own = self.ablated[theta1].backbone, module.model
+            if not (
+                equal_modules(own.prefix, stored.prefix)
+                and equal_modules(own.activation_model, stored.activation_model)
+            ):
+                raise RuntimeError(
+                    f"{name}'s re-initialised θ1 is not the one whose outputs were stored"
+                )
         if statistics is not None:
             module.set_standardization(*statistics)
         if getattr(cls, "needs_probe", False):
@@ -402,10 +454,10 @@ class _ProtocolRun:
         # Trainer, draw the same numbers as this run.
         cached = self.cached.setdefault(name, self._caches(name, cls, device))
         statistics = self.feature_statistics(device) if standardize else None
-        train = self._datasets(cls, cached, device, "train")
+        train = self._datasets(name, cached, device, "train")
         module = self._module(name, kwargs, cached, batch_size, statistics)
         if isinstance(module, KNNClassifier):
-            test = self._datasets(cls, cached, device, "test")
+            test = self._datasets(name, cached, device, "test")
             bank_loader = self._loader(train, batch_size, False, cached, device)
             eval_loader = self._loader(test, batch_size, False, cached, device)
             loaders = [bank_loader, eval_loader]
@@ -413,7 +465,7 @@ class _ProtocolRun:
                 trainer.validate(module, dataloaders=loaders, verbose=False)
             metrics = _scalar_metrics(trainer)
             return _Run(module, metrics, metrics, kwargs)
-        val = self._datasets(cls, cached, device, "val")
+        val = self._datasets(name, cached, device, "val")
         train_loader = self._loader(train, batch_size, True, cached, device)
         val_loader = self._loader(val, batch_size, False, cached, device)
         with lightning_interrupts(trainer):
@@ -426,7 +478,7 @@ class _ProtocolRun:
         cls = get_protocol_class(name)
         trainer, batch_size, device = self._trainer(name)
         cached = self.cached.get(name, False)
-        test = self._datasets(cls, cached, device, "test")
+        test = self._datasets(name, cached, device, "test")
         with lightning_interrupts(trainer):
             trainer.validate(
                 module, self._loader(test, batch_size, False, cached, device),
@@ -456,6 +508,8 @@ class _ProtocolRun:
             for n, c in zip(names, classes)
         ):
             return []
+        if len({self._random_theta1(n) for n in names}) > 1:
+            return []  # the members read different θ1 outputs
         plan = [(n, kwargs) for n in names for kwargs in self.settings_of(n)]
         # Clipping the norm of the summed gradient would couple the models.
         if len(plan) < 2 or any(kwargs.get("clip_grad_norm") for _, kwargs in plan):
@@ -482,8 +536,8 @@ class _ProtocolRun:
         if not all(cached):
             return None  # the cache policy chose to recompute θ1
         statistics = self.feature_statistics(device) if self.settings.standardize else None
-        train = self._datasets(classes[0], True, device, "train")
-        val = self._datasets(classes[0], True, device, "val")
+        train = self._datasets(names[0], True, device, "train")
+        val = self._datasets(names[0], True, device, "val")
         members = {
             f"run{index}": self._module(name, kwargs, True, batch_size, statistics)
             for index, (name, kwargs) in enumerate(plan)
@@ -693,7 +747,7 @@ class _ProtocolRun:
         start = self.probe_metric
         if outcome.kwargs.get("head_init") != "probe" or start is None or value >= start:
             return None
-        scored = len(self._datasets(FinetuneClassifier, False, None, "val"))
+        scored = len(self._datasets("finetune", False, None, "val"))
         if below_within_noise(start, value, scored):
             return None
         return (

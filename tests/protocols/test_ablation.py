@@ -12,7 +12,8 @@ from gradfeat_plugin.backbones.bigan import BiGANALIEncoder
 from gradfeat_plugin.linearize import reinitialize
 from gradfeat_plugin.errors import GradfeatError
 from gradfeat_plugin.config.protocol_kwargs import protocol_kwargs
-from gradfeat_plugin.protocols import GradfeatClassifier, run_protocols
+from gradfeat_plugin.protocols import run_protocols
+from gradfeat_plugin.protocols.run import _ProtocolRun
 
 from .conftest import build, make_cfg
 
@@ -30,11 +31,11 @@ def test_activations_stay_pretrained_while_the_jvp_is_ablated(backbone, part):
     x = torch.randn(4, 3, 16, 16)
     ablated = build("gradfeat", backbone.model, 10, cfg, split=backbone.split)
     plain = build("gradfeat", backbone.model, 10, make_cfg(), split=backbone.split)
-    # θ1's stored outputs serve a re-initialised θ2, not a re-initialised θ1.
-    assert GradfeatClassifier.can_cache(**protocol_kwargs(cfg, "gradfeat")) == (
-        part == "THETA2"
+    # The pretrained θ1's outputs serve a re-initialised θ2; a re-initialised θ1
+    # takes its own, with the pretrained features beside them.
+    assert len(ablated.model.forward_prefix(x)) == len(plain.model.forward_prefix(x)) + (
+        part == "THETA1"
     )
-    assert GradfeatClassifier.can_cache(**protocol_kwargs(make_cfg(), "gradfeat"))
     for module in (ablated, plain):
         with torch.no_grad():
             for _, t in module.model.named_tangents():
@@ -106,6 +107,36 @@ def test_ablated_theta2_gives_the_same_numbers_cached_or_not(backbone, digits):
     plain = run_protocols(["grad"], backbone, digits, cfg, progress=False)[0]
     assert cached.extra["cached"] and not plain.extra["cached"]
     assert cached.value == pytest.approx(plain.value, abs=1e-6)
+
+
+def test_ablated_theta1_gives_the_same_numbers_stored_or_not(backbone, digits):
+    """A re-initialised θ1's outputs are stored apart from the pretrained ones, the
+    pretrained features beside them, and grad and gradfeat train on them in one
+    pass: the numbers of running the whole network every step."""
+    cfg = _with(make_cfg(), THETA1="random")
+    names = ["grad", "gradfeat"]
+    stored = run_protocols(names, backbone, digits, cfg, progress=False)
+    pretrained = run_protocols(names, backbone, digits, make_cfg(), progress=False)
+    cfg.TRAIN.CACHE_FEATURES = False
+    plain = run_protocols(names, backbone, digits, cfg, progress=False)
+    for ours, whole, usual in zip(stored, plain, pretrained):
+        assert ours.extra["cached"] and not whole.extra["cached"]
+        assert ours.extra["runs_in_pass"] == 2
+        assert ours.value == pytest.approx(whole.value, abs=1e-6)
+    # The gradient-only probe reads nothing but the JVP, through the random θ1.
+    assert abs(stored[0].value - pretrained[0].value) > 0.01
+
+
+def test_outputs_of_another_theta1_are_refused(backbone, digits, monkeypatch):
+    """The stored outputs must come from the very θ1 the protocol re-initialised."""
+    theta1 = _ProtocolRun._random_theta1
+    monkeypatch.setattr(
+        _ProtocolRun, "_random_theta1",
+        lambda run, name: (key := theta1(run, name)) and (key[0], key[1] + 1),
+    )
+    cfg = _with(make_cfg(), THETA1="random")
+    with pytest.raises(RuntimeError, match="not the one whose outputs were stored"):
+        run_protocols(["grad"], backbone, digits, cfg, progress=False)
 
 
 def _kurtosis(values: torch.Tensor) -> float:

@@ -175,8 +175,8 @@ class _ProtocolRun:
         self.policy = settings.cache
         self.use_cache = self.policy.mode != "off" and not settings.augment
         self.frozen: FrozenOutputs | None = None
-        #: θ1 outputs of re-initialised θ1s (the Table 1 ablation), by (split, seed).
-        self.ablated: dict[tuple[tuple[str, ...], int], FrozenOutputs] = {}
+        #: θ1 outputs of re-initialised θ1s (the Table 1 ablation), by seed.
+        self.ablated: dict[int, FrozenOutputs] = {}
         self.cached: dict[str, bool] = {}
         # Under DDP each process stores θ1's outputs of its own shard only.
         self.rank, self.world_size = 0, 1
@@ -257,8 +257,8 @@ class _ProtocolRun:
         mode = self._frozen_outputs(device, name).plan(datasets)
         return cls.cache == "features" or mode != "off"
 
-    def _random_theta1(self, name: str) -> tuple[tuple[str, ...], int] | None:
-        """``(split, seed)`` of the re-initialised θ1 protocol ``name`` takes its
+    def _random_theta1(self, name: str) -> int | None:
+        """The seed of the re-initialised θ1 protocol ``name`` takes its
         gradient term through (the Table 1 ablation); ``None`` when it reads the
         pretrained θ1, as every other protocol does."""
         kwargs = self._kwargs(name)
@@ -268,7 +268,7 @@ class _ProtocolRun:
         ):
             return None
         seed = kwargs.get("seed")
-        return tuple(self.split), int(self.settings.seed if seed is None else seed)
+        return int(self.settings.seed if seed is None else seed)
 
     def _frozen_outputs(self, device: torch.device, name: str | None = None) -> FrozenOutputs:
         """The store of θ1 outputs and pooled features that protocol ``name`` reads
@@ -279,11 +279,11 @@ class _ProtocolRun:
             if theta1 not in self.ablated:
                 kwargs = self._kwargs(name)
                 self.ablated[theta1] = self._store_of(linearized_from(
-                    self.backbone.model, list(theta1[0]),
+                    self.backbone.model, self.split,
                     fold_bn=kwargs.get("fold_bn", self.settings.fold_bn),
                     ntk=kwargs.get("ntk", self.settings.ntk),
                     engine=kwargs.get("engine", self.settings.engine),
-                    random_theta1=True, seed=theta1[1],
+                    random_theta1=True, seed=theta1,
                 ), device)
             return self.ablated[theta1]
         if self.frozen is None:
@@ -299,6 +299,7 @@ class _ProtocolRun:
         return self.frozen
 
     def _store_of(self, linearized: LinearizedBackbone, device: torch.device) -> FrozenOutputs:
+        """A store of ``linearized``'s θ1 outputs under the run's cache policy."""
         return FrozenOutputs(
             linearized,
             self.settings.cache_batch_size,

@@ -132,7 +132,7 @@ def test_outputs_of_another_theta1_are_refused(backbone, digits, monkeypatch):
     theta1 = _ProtocolRun._random_theta1
     monkeypatch.setattr(
         _ProtocolRun, "_random_theta1",
-        lambda run, name: (key := theta1(run, name)) and (key[0], key[1] + 1),
+        lambda run, name: None if (seed := theta1(run, name)) is None else seed + 1,
     )
     cfg = _with(make_cfg(), THETA1="random")
     with pytest.raises(RuntimeError, match="not the one whose outputs were stored"):

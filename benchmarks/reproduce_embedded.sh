@@ -14,6 +14,8 @@
 # Runs are in seed order, seed 0 of everything first. The study can be stopped and
 # started again: a run that finished is listed in RESULTS_DB.done and not run again
 # (delete that file to rerun everything); RESULTS_DB.times keeps each run's seconds.
+# The whole study takes about 13.5 core-hours (48,571 process-seconds for docs/RESULTS.md,
+# one thread a run): about 6.7 hours with two jobs on two cores.
 # Then regenerate the tables and the plot:
 #   python benchmarks/leaderboard.py --results docs/results.db --update docs/RESULTS.md \
 #       --plot docs/results.png
